@@ -72,3 +72,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path} is not an mtkd checkpoint: missing key(s) {missing} "
                               f"(has {sorted(ckpt)})")
     return ckpt
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>",
+                                device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the inference MultiTaskModel a checkpoint describes and load its weights (strict).
+
+    Wrong keys or shapes are an error naming the file: the weights must match ``model_config``.
+    """
+    from mtkd.registry import MODELS
+
+    model = MODELS.build(ckpt["model_config"], num_classes=dict(ckpt["num_classes"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"the weights in {path} do not fit the model its model_config describes: "
+                              f"{str(err).splitlines()[0]}") from err
+    return model.to(device).eval()

@@ -1,0 +1,393 @@
+"""The training loop: one function, the same for a plain MultiTaskModel and a Distiller.
+
+``train(cfg)`` builds data, model, optimizer and schedule from the config, then runs epochs of
+``forward_loss -> backward -> step``, evaluates every ``train_cfg.val_interval`` epochs, and writes
+``last.pth`` / ``best.pth`` atomically. DDP when launched by torchrun; AMP and channels_last on CUDA.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from mtkd.config import Config
+from mtkd.engine import dist
+from mtkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtkd.engine.evaluate import autocast_context, build_metrics, evaluate, primary_score
+from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, setup_logger
+from mtkd.engine.optim import build_optimizer, build_scheduler, trainable_parameters
+from mtkd.engine.utils import get_rng_state, select_device, seed_everything, set_rng_state
+from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize
+from mtkd.registry import MODELS
+from mtkd.structures import to_device
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived: the step finished, ``last.pth`` was saved; exit with ``exit_code``."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after finishing the current step; "
+                         f"saved {checkpoint}; continue with --resume")
+
+
+class NonFiniteLossError(Exception):
+    """A loss term became NaN/inf; ``last.pth`` holds the weights before that step."""
+
+
+@dataclass
+class LoopState:
+    """Where the run is; saved in every checkpoint so ``--resume`` continues exactly."""
+
+    epoch: int = 0            # epochs completed
+    iter: int = 0             # optimizer steps done
+    batch_in_epoch: int = 0   # batches of epoch ``epoch`` already trained (mid-epoch checkpoints)
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_evals: int = 0        # evaluations since the last new best (early stopping)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by :func:`train`."""
+
+    cfg: Config
+    model: nn.Module            # MultiTaskModel or Distiller (what the optimizer trains)
+    step_module: nn.Module      # TrainStep, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    ema: object                 # timm ModelEmaV3 of the inference model, or None
+    device: torch.device
+    info: dist.DistInfo
+    num_classes: dict
+    work_dir: Path
+    state: LoopState
+    tb: TensorBoard
+    metrics_log: MetricsLog
+
+
+class TrainStep(nn.Module):
+    """``forward(batch) -> loss dict``: what DDP wraps, so gradients sync whatever the model type."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict:
+        return self.model.forward_loss(batch)
+
+
+class SignalStop:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (a second SIGINT quits now)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)
+
+
+def build_loader(cfg: Config, split: str, distributed: bool, seed: int):
+    """The ``{split}_dataloader`` of the config, built by ``mtkd.data.build_dataloader``."""
+    from mtkd.data import build_dataloader  # imported late: data pulls in albumentations/cv2
+    key = f"{split}_dataloader"
+    if key not in cfg:
+        raise KeyError(f"the config has no {key!r}; inherit a dataset config from configs/_base_/datasets/")
+    return build_dataloader(cfg[key], distributed=distributed, seed=seed)
+
+
+def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict:
+    """Train ``cfg.model`` on ``cfg.train_dataloader``; returns a summary (best metric, last results)."""
+    run, train_loader, val_loader, metrics = _build_run(cfg)
+    if resume:
+        run.state = _restore(resume, run)
+        _logger().info(f"resumed from {resume}: epoch {run.state.epoch}, iter {run.state.iter}, "
+                       f"batch {run.state.batch_in_epoch} of the epoch")
+    max_epochs = int(cfg.train_cfg.max_epochs)
+    val_interval = int(cfg.train_cfg.get("val_interval", 1))
+    interval = int((cfg.get("checkpoint") or {}).get("interval") or 0)
+    results: dict = {}
+    state = run.state
+    try:
+        with SignalStop() as stopper:
+            while state.epoch < max_epochs:
+                _run_epoch(run, train_loader, stopper, progress, max_epochs)
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                stop_early = False
+                if state.epoch % val_interval == 0 or state.epoch == max_epochs:
+                    results = _evaluate_epoch(run, val_loader, metrics, progress)
+                    stop_early = _update_best(run, metrics, results)
+                _save(run, "last.pth")
+                if interval and state.epoch % interval == 0:
+                    _save(run, f"epoch_{state.epoch}.pth")
+                if stop_early:
+                    _logger().info(f"early stopping: no new best for {state.bad_evals} evaluations")
+                    break
+    finally:
+        run.tb.close()
+    _logger().info(f"done: best {state.best} at epoch {state.best_epoch}; checkpoints in {run.work_dir}")
+    return dict(best=state.best, best_epoch=state.best_epoch, epochs=state.epoch, iters=state.iter,
+                results=results, work_dir=str(run.work_dir))
+
+
+def _build_run(cfg: Config):
+    """Device, process group, seeds, work dir, loaders, model, optimizer, schedule, AMP scaler, EMA."""
+    device = select_device(cfg.get("device", "auto"))
+    info = dist.init_distributed(device.type)
+    device = select_device(cfg.get("device", "auto"), info.local_rank)
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed + info.rank, bool(cfg.get("deterministic", False)))
+    work_dir = Path(cfg.work_dir)
+    if info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(work_dir / "config.py")
+    logger = setup_logger(work_dir / "log.txt", info.is_main)
+    logger.info(f"work dir {work_dir}, device {device}, world size {info.world_size}")
+    train_loader = build_loader(cfg, "train", info.distributed, seed)
+    val_loader = build_loader(cfg, "val", info.distributed, seed)
+    num_classes = dict(train_loader.dataset.num_classes)
+    model = MODELS.build(cfg.model, num_classes=num_classes).to(device)
+    if device.type == "cuda" and cfg.get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    metrics = build_metrics(cfg.get("metrics") or {}, model.inference_model.tasks, val_loader.dataset)
+    optimizer = build_optimizer(cfg.optimizer, trainable_parameters(model))
+    total_iters = int(cfg.train_cfg.max_epochs) * len(train_loader)
+    scheduler = build_scheduler(cfg.get("param_scheduler"), optimizer, total_iters)
+    amp_cfg = dict(cfg.get("amp") or {})
+    fp16 = device.type == "cuda" and amp_cfg.get("enabled", False) and amp_cfg.get("dtype") == "float16"
+    step_module: nn.Module = TrainStep(model)
+    if info.distributed:
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    logger.info(f"model {type(model).__name__}: {sum(p.numel() for p in trainable_parameters(model)) / 1e6:.2f}M "
+                f"trainable params; classes {num_classes}; {len(train_loader)} iters/epoch")
+    run = Run(cfg=cfg, model=model, step_module=step_module, optimizer=optimizer, scheduler=scheduler,
+              scaler=torch.amp.GradScaler("cuda", enabled=fp16), ema=_build_ema(cfg.get("ema"), model),
+              device=device, info=info, num_classes=num_classes, work_dir=work_dir, state=LoopState(),
+              tb=TensorBoard(work_dir / "tb" if info.is_main else None),
+              metrics_log=MetricsLog(work_dir / "metrics.jsonl"))
+    return run, train_loader, val_loader, metrics
+
+
+def _build_ema(ema_cfg, model: nn.Module):
+    """timm's ModelEmaV3 over the inference model (a Distiller's student), or None."""
+    if not ema_cfg or not ema_cfg.get("enabled", False):
+        return None
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(model.inference_model, decay=float(ema_cfg.get("decay", 0.9998)))
+
+
+def _logger():
+    from mtkd.engine.logger import get_logger
+    return get_logger()
+
+
+def _epoch_batches(loader, epoch: int, skip: int, seed: int):
+    """The epoch's batches in a fixed order (a function of seed and epoch), minus the first ``skip``."""
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None), loader.dataset):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)
+    return itertools.islice(iter(loader), skip, None)
+
+
+def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs: int) -> None:
+    state, total = run.state, len(loader)
+    log_interval = int(run.cfg.get("log_interval", 10))
+    batches = _epoch_batches(loader, state.epoch, state.batch_in_epoch, int(run.cfg.get("seed", 0)))
+    bar = tqdm(batches, total=total, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{max_epochs}",
+               disable=not (progress and run.info.is_main), dynamic_ncols=True, leave=False)
+    sums: dict[str, torch.Tensor] = {}
+    count, tick = 0, time.perf_counter()
+    run.model.train()
+    for batch in bar:
+        losses = _train_step(run, to_device(batch, run.device, non_blocking=True))
+        state.iter += 1
+        state.batch_in_epoch += 1
+        for key, value in losses.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float()
+        count += 1
+        if state.iter % log_interval == 0 or state.batch_in_epoch == total:
+            speed = count / max(time.perf_counter() - tick, 1e-9)
+            means = dist.reduce_mean({k: float(v) / count for k, v in sums.items()}, run.device)
+            _log_train(run, means, speed, total, max_epochs)
+            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}")
+            sums, count, tick = {}, 0, time.perf_counter()
+        if _agree_to_stop(stopper, run.device):
+            path = _save(run, "last.pth")
+            raise TrainingInterrupted(stopper.signum or signal.SIGTERM, path)
+    bar.close()
+
+
+def _train_step(run: Run, batch: dict) -> dict[str, torch.Tensor]:
+    """One optimizer step; a non-finite loss saves ``last.pth`` (still the pre-step weights) and raises."""
+    if run.device.type == "cuda" and run.cfg.get("channels_last", True):
+        batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
+    with autocast_context(run.device, run.cfg.get("amp")):
+        losses = run.step_module(batch)
+    loss = losses["loss"]
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if dist.all_reduce_sum(finite).item() < dist.get_world_size():
+        bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()] or ["loss (on another rank)"]
+        value = float(losses[bad[0]]) if bad[0] in losses else float("nan")
+        path = _save(run, "last.pth")
+        raise NonFiniteLossError(f"loss term {bad[0]} is {value} at iteration {run.state.iter + 1}; stopped. "
+                                 f"{path} holds the weights before this step. Lower the lr, check the data, "
+                                 f"or enable grad_clip.")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    clip = run.cfg.get("grad_clip")
+    if clip and clip.get("max_norm"):
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable_parameters(run.model), float(clip["max_norm"]))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.model.inference_model, step=run.state.iter)
+    return losses
+
+
+def _agree_to_stop(stopper: SignalStop, device: torch.device) -> bool:
+    """True on every rank once any rank got a signal, so all ranks stop after the same step."""
+    if not dist.is_dist():
+        return stopper.signum is not None
+    flag = torch.tensor([1.0 if stopper.signum is not None else 0.0], device=device)
+    return dist.all_reduce_sum(flag).item() > 0
+
+
+def _log_train(run: Run, means: dict, its: float, total: int, max_epochs: int) -> None:
+    state = run.state
+    lr = run.optimizer.param_groups[0]["lr"]
+    remaining = (max_epochs - state.epoch) * total - state.batch_in_epoch
+    text = "  ".join(f"{k} {v:.4f}" for k, v in means.items())
+    mem = ""
+    if run.device.type == "cuda":
+        mem = f"  mem {torch.cuda.max_memory_allocated(run.device) / 2**30:.2f}G"
+    _logger().info(f"epoch {state.epoch + 1}/{max_epochs} iter {state.batch_in_epoch}/{total}  {text}  "
+                   f"lr {lr:.3e}  {its:.2f} it/s  eta {format_duration(remaining / max(its, 1e-9))}{mem}")
+    run.tb.scalars(means, state.iter, prefix="train/")
+    run.tb.scalars({"lr": lr}, state.iter, prefix="train/")
+
+
+def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
+    """Evaluate the inference model (EMA weights when enabled), log, draw a few images."""
+    state = run.state
+    model = run.ema.module if run.ema is not None else run.model.inference_model
+    pipeline = (run.cfg.get("val_dataloader") or {}).get("dataset", {}).get("pipeline")
+    mean, std = find_normalize(pipeline)
+    drawn: list = []
+    limit = int(run.cfg.get("num_vis_images", 4)) if run.info.is_main else 0
+
+    def draw(batch, preds):
+        for i in range(min(len(batch["img"]), limit - len(drawn))):
+            single = {task: pred[i] for task, pred in preds.items()}
+            drawn.append(draw_prediction(denormalize(batch["img"][i], mean, std), single,
+                                         getattr(loader.dataset, "class_names", None)))
+
+    results = evaluate(model, loader, metrics, run.device, run.cfg.get("amp"), progress and run.info.is_main, draw)
+    _logger().info(f"eval epoch {state.epoch}: {format_metrics(results)}")
+    run.tb.scalars(results, state.iter, prefix="val/")
+    for i, image in enumerate(drawn):
+        run.tb.image(f"val/prediction_{i}", image, state.iter)
+    if run.info.is_main:
+        run.metrics_log.write({"epoch": state.epoch, "iter": state.iter, **results})
+    return results
+
+
+def _update_best(run: Run, metrics, results: dict) -> bool:
+    """Save ``best.pth`` on a new best; return True when early stopping's patience ran out."""
+    state = run.state
+    ckpt_cfg = run.cfg.get("checkpoint") or {}
+    score = primary_score(results, metrics, ckpt_cfg.get("best_metric", "auto"))
+    if math.isfinite(score) and (state.best is None or score > state.best):
+        state.best, state.best_epoch, state.bad_evals = score, state.epoch, 0
+        _save(run, "best.pth")
+        _logger().info(f"new best {score:.3f} at epoch {state.epoch}")
+        return False
+    state.bad_evals += 1
+    patience = ckpt_cfg.get("patience")
+    return patience is not None and state.bad_evals >= int(patience)
+
+
+def _save(run: Run, name: str) -> Path:
+    """Rank 0 writes ``work_dir/name`` atomically; other ranks wait for it."""
+    path = run.work_dir / name
+    if run.info.is_main:
+        save_checkpoint(_checkpoint_state(run), path)
+    dist.barrier()
+    return path
+
+
+def _checkpoint_state(run: Run) -> dict:
+    model, ema = run.model, run.ema
+    inference = ema.module if ema is not None else model.inference_model
+    ckpt = {
+        "state_dict": inference.state_dict(),
+        "model_config": inference_config(run.cfg.model),
+        "num_classes": run.num_classes,
+        "config": run.cfg.to_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "loop": asdict(run.state),
+        "rng": get_rng_state(),
+    }
+    if ema is not None or model is not model.inference_model:
+        ckpt["train_state_dict"] = model.state_dict()
+    if ema is not None:
+        ckpt["ema_state_dict"] = ema.state_dict()
+    return ckpt
+
+
+def inference_config(model_cfg) -> dict:
+    """The config of the model that is evaluated and saved (a Distiller's student, else the model).
+
+    A model class that trains something other than what it deploys says so with a static
+    ``inference_config(cfg) -> dict``; the default is the model config itself.
+    """
+    plain = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
+    model_type = MODELS.get(plain["type"]) if isinstance(plain["type"], str) else plain["type"]
+    select = getattr(model_type, "inference_config", None)
+    return select(plain) if select is not None else plain
+
+
+def _restore(path, run: Run) -> LoopState:
+    """Load everything ``--resume`` needs; a weights-only checkpoint is an error that says so."""
+    ckpt = load_checkpoint(path, map_location=run.device)
+    missing = [k for k in ("optimizer", "scheduler", "loop", "rng") if k not in ckpt]
+    if missing:
+        raise KeyError(f"{path} cannot be resumed from: it lacks {missing} (a weights-only checkpoint?)")
+    run.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    if run.ema is not None and "ema_state_dict" in ckpt:
+        run.ema.load_state_dict(ckpt["ema_state_dict"])
+    set_rng_state(ckpt["rng"])
+    return LoopState(**ckpt["loop"])

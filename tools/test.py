@@ -1,0 +1,109 @@
+"""Evaluate a checkpoint on a split; needs nothing but the checkpoint (its merged config travels inside).
+
+    python tools/test.py work_dirs/teacher/best.pth [--split val|test] [--data-root R]
+                         [--cfg-options k=v ...] [--out metrics.json] [--show-dir V]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from torchvision.io import write_png
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+import mtkd  # noqa: E402,F401  registers every component
+from mtkd.config import Config, ConfigError, DictAction  # noqa: E402
+from mtkd.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.engine.evaluate import build_metrics, evaluate  # noqa: E402
+from mtkd.engine.trainer import build_loader  # noqa: E402
+from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
+from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Evaluate an mtkd checkpoint: rebuilds the model and data from the config stored in "
+                    "the checkpoint, loads it with torch.load(weights_only=True), prints the metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="a .pth written by tools/train.py (best.pth, last.pth, ...)")
+    parser.add_argument("--split", default="val", choices=("val", "test"),
+                        help="which dataloader of the stored config to evaluate")
+    parser.add_argument("--data-root", help="point the split's dataset at this root instead of the stored one")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE", default={},
+                        help="override values of the stored config, e.g. test_dataloader.batch_size=8")
+    parser.add_argument("--out", help="write the metrics to this JSON file (keys like seg/mIoU, det/mAP)")
+    parser.add_argument("--show-dir", help="save every evaluated image with its predictions drawn here")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where to run ('auto' = cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        cfg = Config(ckpt["config"])
+        cfg.merge_from_dict(args.cfg_options or {})
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    device = select_device(args.device)
+    loader = build_loader(cfg, args.split, distributed=False, seed=int(cfg.get("seed", 0)))
+    model = build_model_from_checkpoint(ckpt, args.checkpoint, device)
+    dataset = loader.dataset
+    check_classes(ckpt["num_classes"], dataset, args.checkpoint)
+    tasks = [t for t in model.tasks if t in dataset.tasks]
+    metrics = build_metrics(cfg.get("metrics") or {}, tasks, dataset)
+    pipeline = cfg[f"{args.split}_dataloader"]["dataset"].get("pipeline")
+    saver = PredictionSaver(Path(args.show_dir), find_normalize(pipeline), dataset) if args.show_dir else None
+    results = evaluate(model, loader, metrics, device, cfg.get("amp"),
+                       progress=not args.no_progress and sys.stderr.isatty(), on_batch=saver)
+    print_table(args.checkpoint, args.split, results, model, metrics)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def check_classes(ckpt_classes: dict, dataset, path: str) -> None:
+    """The data must have the classes the model was trained with; say both numbers when not."""
+    for task, count in dataset.num_classes.items():
+        if task in ckpt_classes and int(ckpt_classes[task]) != int(count):
+            raise SystemExit(f"error: {path} was trained with {ckpt_classes[task]} {task} classes, but the "
+                             f"evaluation data has {count}")
+
+
+class PredictionSaver:
+    """``on_batch`` callback of ``evaluate``: writes each image with its predictions as a PNG."""
+
+    def __init__(self, out_dir: Path, mean_std, dataset):
+        self.out_dir, (self.mean, self.std), self.dataset = out_dir, mean_std, dataset
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch, preds) -> None:
+        for i, meta in enumerate(batch["meta"]):
+            single = {task: pred[i] for task, pred in preds.items()}
+            image = draw_prediction(denormalize(batch["img"][i], self.mean, self.std), single,
+                                    getattr(self.dataset, "class_names", None))
+            write_png(image, str(self.out_dir / (Path(str(meta["file_name"])).stem + ".png")))
+
+
+def print_table(path: str, split: str, results: dict, model, metrics: dict) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    print(f"\n{path}  split={split}  params={params / 1e6:.2f}M")
+    width = max((len(k) for k in results), default=10)
+    for key, value in results.items():
+        print(f"  {key.ljust(width)}  {value:8.2f}")
+    for metric in metrics.values():
+        print(metric.summary())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
