@@ -1,0 +1,292 @@
+"""Soft (teacher) losses: a functional core plus a thin registered module per loss, as in mmdet.
+
+Every module computes ``forward(student, teacher) -> scalar``; ``teacher`` is treated as a fixed target
+(callers pass it detached). Losses that read the ground truth set ``needs_target = True`` and take it as
+``forward(student, teacher, target)``; the Distiller passes the batch's labels to those.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtkd.registry import MODELS
+from mtkd.structures import IGNORE_INDEX
+
+
+# -- checks ------------------------------------------------------------------------------------------
+def _check_temperature(name: str, temperature: float) -> float:
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"{name}: temperature must be a positive number, got {temperature!r}")
+    return float(temperature)
+
+
+def _check_same_shape(name: str, student: Tensor, teacher: Tensor, dims: str) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(f"{name}: student and teacher outputs must both be {dims} of the same shape, got "
+                         f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)}")
+
+
+def _check_maps(name: str, student: Tensor, teacher: Tensor) -> None:
+    """Dense maps ``[B, C, H, W]`` with the same B and C; H, W may differ (the teacher is resized)."""
+    if student.dim() != 4 or teacher.dim() != 4 or student.shape[:2] != teacher.shape[:2]:
+        raise ValueError(f"{name}: expected student and teacher maps [B, C, H, W] with the same B and C, got "
+                         f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)}")
+
+
+def _resize_to(maps: Tensor, size: torch.Size) -> Tensor:
+    """Bilinear resize of ``[B, C, H, W]`` to ``size`` (h, w); a no-op when already that size."""
+    if maps.shape[-2:] == size:
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+# -- functional core ---------------------------------------------------------------------------------
+def logit_kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Hinton et al. 2015 KD: ``T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes, batch mean.
+
+    Args: student, teacher: logits ``[B, C]``.
+    """
+    _check_same_shape("LogitKDLoss", student, teacher, "[B, C] logits")
+    if student.dim() != 2:
+        raise ValueError(f"LogitKDLoss: expected logits [B, C], got shape {tuple(student.shape)}")
+    log_p_s = F.log_softmax(student / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return kl.mean() * temperature ** 2
+
+
+def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, target: Tensor | None = None,
+                      ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Per-pixel KD: ``T^2 * KL`` summed over classes, averaged over the kept pixels.
+
+    Args: student ``[B, C, h, w]``; teacher ``[B, C, H, W]`` (resized to ``h, w``); target ``[B, H0, W0]``
+    labels, resized with nearest to ``h, w``, where ``ignore_index`` pixels are excluded. All pixels
+    ignored gives 0 (still part of the graph).
+    """
+    _check_maps("PixelwiseKLLoss", student, teacher)
+    teacher = _resize_to(teacher, student.shape[-2:])
+    log_p_s = F.log_softmax(student / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # [B, h, w]
+    if target is None:
+        return kl.mean() * temperature ** 2
+    if target.dim() != 3 or target.shape[0] != student.shape[0]:
+        raise ValueError(f"PixelwiseKLLoss: target must be labels [B, H, W] with B={student.shape[0]}, "
+                         f"got shape {tuple(target.shape)}")
+    target = F.interpolate(target[:, None].float(), size=kl.shape[-2:], mode="nearest")[:, 0]
+    keep = target != ignore_index
+    return (kl * keep).sum() / keep.sum().clamp(min=1) * temperature ** 2
+
+
+def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj: float = 1.0, cls: float = 1.0,
+                        objectness_weighted: bool = False) -> Tensor:
+    """MSE between raw detection outputs ``[B, N, 5 + C]``: ``box * MSE(:4) + obj * MSE(4) + cls * MSE(5:)``.
+
+    With ``objectness_weighted`` the box and class errors at each location are multiplied by the
+    teacher's ``sigmoid`` objectness there (Mehta & Ozturk 2018, "Object detection at 200 Frames Per
+    Second", objectness-scaled distillation), so that the many background locations do not dominate; the
+    objectness term itself stays unweighted, as in the paper. Each term is a mean over its elements.
+    """
+    _check_same_shape("DetOutputMSELoss", student, teacher, "raw det outputs [B, N, 5 + C]")
+    if student.dim() != 3 or student.shape[-1] < 6:
+        raise ValueError(f"DetOutputMSELoss: expected raw det outputs [B, N, 5 + C] with C >= 1, got shape "
+                         f"{tuple(student.shape)}")
+    sq_err = (student - teacher) ** 2  # [B, N, 5 + C]
+    box_err, obj_err, cls_err = sq_err[..., :4], sq_err[..., 4], sq_err[..., 5:]
+    if objectness_weighted:
+        weight = teacher[..., 4:5].sigmoid()  # [B, N, 1]
+        box_err, cls_err = box_err * weight, cls_err * weight
+    return box * box_err.mean() + obj * obj_err.mean() + cls * cls_err.mean()
+
+
+def feature_kd_loss(student: Tensor, teacher: Tensor, mode: str = "mse") -> Tensor:
+    """Distance between adapted student features and teacher features ``[B, C, H, W]`` (teacher resized).
+
+    ``mse``: mean squared error over all elements (FitNets, Romero et al. 2015). ``cosine``: ``1 - cos``
+    between the channel vectors at each location, averaged over locations.
+    """
+    _check_maps("FeatureKDLoss", student, teacher)
+    teacher = _resize_to(teacher, student.shape[-2:])
+    if mode == "mse":
+        return F.mse_loss(student, teacher)
+    if mode == "cosine":
+        return (1.0 - F.cosine_similarity(student, teacher, dim=1)).mean()
+    raise ValueError(f"FeatureKDLoss: mode must be 'mse' or 'cosine', got {mode!r}")
+
+
+def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 8.0,
+             temperature: float = 4.0) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022): ``T^2 * (alpha * TCKD + beta * NCKD)``, batch mean.
+
+    TCKD is the KL between the binary (target, rest) probabilities, NCKD the KL between the distributions
+    over the non-target classes. Args: logits ``[B, C]``, target class ids ``[B]``.
+    """
+    _check_same_shape("DKDLoss", student, teacher, "[B, C] logits")
+    if student.dim() != 2 or student.shape[1] < 2:
+        raise ValueError(f"DKDLoss: expected logits [B, C] with C >= 2, got shape {tuple(student.shape)}")
+    if target.shape != student.shape[:1] or target.dtype != torch.long:
+        raise ValueError(f"DKDLoss: target must be long class ids [B] with B={student.shape[0]}, got "
+                         f"{target.dtype} of shape {tuple(target.shape)}")
+    if target.numel() and (target.min() < 0 or target.max() >= student.shape[1]):
+        raise ValueError(f"DKDLoss: target class ids must be in [0, {student.shape[1]}), got "
+                         f"{target.min().item()}..{target.max().item()}")
+    gt_mask = F.one_hot(target, student.shape[1]).bool()
+    tckd = _kl_rows(_binary_log_probs(teacher / temperature, gt_mask),
+                    _binary_log_probs(student / temperature, gt_mask))
+    nckd = _kl_rows(_non_target_log_probs(teacher / temperature, gt_mask),
+                    _non_target_log_probs(student / temperature, gt_mask))
+    return (alpha * tckd + beta * nckd).mean() * temperature ** 2
+
+
+def _binary_log_probs(logits: Tensor, gt_mask: Tensor) -> Tensor:
+    """``[B, 2]`` log of (p_target, 1 - p_target), computed with logsumexp for stability."""
+    log_total = logits.logsumexp(dim=1)
+    log_target = logits[gt_mask] - log_total
+    log_rest = logits.masked_fill(gt_mask, float("-inf")).logsumexp(dim=1) - log_total
+    return torch.stack([log_target, log_rest], dim=1)
+
+
+def _non_target_log_probs(logits: Tensor, gt_mask: Tensor) -> Tensor:
+    """``[B, C]`` log-softmax over the non-target classes; the target entry is ``-inf``."""
+    return F.log_softmax(logits.masked_fill(gt_mask, float("-inf")), dim=1)
+
+
+def _kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``KL(p || q)`` per row of ``[B, K]`` log-probabilities; entries where ``p = 0`` contribute 0."""
+    absent = torch.isneginf(log_p)  # 0 * log(0 / q) = 0, without inf - inf on the way
+    diff = log_p.masked_fill(absent, 0.0) - log_q.masked_fill(absent, 0.0)
+    return (log_p.exp() * diff).sum(dim=1)
+
+
+def cwd_loss(student: Tensor, teacher: Tensor, temperature: float = 4.0) -> Tensor:
+    """Channel-wise distillation (Shu et al. 2021): per channel, KL between spatial softmaxes at ``T``.
+
+    ``T^2 / C * sum_c KL(softmax_HW(t_c/T) || softmax_HW(s_c/T))``, batch mean. Args: maps ``[B, C, H, W]``
+    (the teacher is resized to the student's size).
+    """
+    _check_maps("CWDLoss", student, teacher)
+    teacher = _resize_to(teacher, student.shape[-2:])
+    log_p_s = F.log_softmax(student.flatten(2) / temperature, dim=2)  # [B, C, HW]
+    log_p_t = F.log_softmax(teacher.flatten(2) / temperature, dim=2)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=2)  # [B, C]
+    return kl.mean() * temperature ** 2
+
+
+# -- registered modules ------------------------------------------------------------------------------
+class SoftLoss(nn.Module):
+    """Base of the soft losses: holds ``loss_weight``; ``needs_target`` says whether it reads labels."""
+
+    needs_target = False
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+
+
+@MODELS.register_module()
+class LogitKDLoss(SoftLoss):
+    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": KD on logits ``[B, C]``."""
+
+    def __init__(self, temperature: float = 2.0, loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.temperature = _check_temperature("LogitKDLoss", temperature)
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        return self.loss_weight * logit_kd_loss(student, teacher, self.temperature)
+
+
+@MODELS.register_module()
+class PixelwiseKLLoss(SoftLoss):
+    """Hinton KD per pixel of seg logits ``[B, C, H, W]``, ignore pixels excluded, ``T^2`` scaled.
+
+    Averaged over pixels but not over classes: ``KLDivLoss(reduction="mean")`` of the original recipe also
+    divides by C, which shrinks the soft loss (and its gradient) by the class count, silently changing
+    what ``alpha`` means from one dataset to another; the per-pixel KL is a sum over classes.
+    """
+
+    needs_target = True  # optional: only the ignore mask is read
+
+    def __init__(self, temperature: float = 2.0, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.temperature = _check_temperature("PixelwiseKLLoss", temperature)
+        self.ignore_index = int(ignore_index)
+
+    def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
+        loss = pixelwise_kl_loss(student, teacher, self.temperature, target, self.ignore_index)
+        return self.loss_weight * loss
+
+
+@MODELS.register_module()
+class DetOutputMSELoss(SoftLoss):
+    """MSE on raw det outputs ``[B, N, 5 + C]``; optional objectness weighting (Mehta & Ozturk 2018)."""
+
+    def __init__(self, box: float = 1.0, obj: float = 1.0, cls: float = 1.0, objectness_weighted: bool = False,
+                 loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.box, self.obj, self.cls = float(box), float(obj), float(cls)
+        self.objectness_weighted = bool(objectness_weighted)
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        loss = det_output_mse_loss(student, teacher, self.box, self.obj, self.cls, self.objectness_weighted)
+        return self.loss_weight * loss
+
+
+@MODELS.register_module()
+class FeatureKDLoss(SoftLoss):
+    """FitNets-style hint loss (Romero et al. 2015): 1x1 conv adapter on the student map, MSE or cosine.
+
+    The adapter maps ``student_channels`` to ``teacher_channels`` and trains with the student; with equal
+    channel counts it starts as the identity, so identical features start at zero loss.
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: int, mode: str = "mse", loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        if mode not in ("mse", "cosine"):
+            raise ValueError(f"FeatureKDLoss: mode must be 'mse' or 'cosine', got {mode!r}")
+        self.mode = mode
+        self.adapter = nn.Conv2d(int(student_channels), int(teacher_channels), kernel_size=1)
+        if student_channels == teacher_channels:
+            with torch.no_grad():
+                self.adapter.weight.copy_(torch.eye(teacher_channels)[:, :, None, None])
+                self.adapter.bias.zero_()
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        if student.dim() != 4 or student.shape[1] != self.adapter.in_channels:
+            raise ValueError(f"FeatureKDLoss: expected student features [B, {self.adapter.in_channels}, H, W], "
+                             f"got shape {tuple(student.shape)}")
+        return self.loss_weight * feature_kd_loss(self.adapter(student), teacher, self.mode)
+
+
+@MODELS.register_module()
+class DKDLoss(SoftLoss):
+    """Zhao et al. 2022, "Decoupled Knowledge Distillation": TCKD + NCKD on logits ``[B, C]``; needs labels."""
+
+    needs_target = True
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.temperature = _check_temperature("DKDLoss", temperature)
+
+    def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
+        if target is None:
+            raise ValueError("DKDLoss needs the ground-truth class ids [B] of every batch it sees; this batch "
+                             "has none (use LogitKDLoss for batches without labels)")
+        loss = dkd_loss(student, teacher, target, self.alpha, self.beta, self.temperature)
+        return self.loss_weight * loss
+
+
+@MODELS.register_module()
+class CWDLoss(SoftLoss):
+    """Shu et al. 2021, "Channel-wise Knowledge Distillation for Dense Prediction", on maps ``[B, C, H, W]``."""
+
+    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        self.temperature = _check_temperature("CWDLoss", temperature)
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        return self.loss_weight * cwd_loss(student, teacher, self.temperature)

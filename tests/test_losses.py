@@ -1,0 +1,265 @@
+"""Soft losses vs float64 references written loop-wise from the papers' formulas."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import mtkd.distill  # noqa: F401  (registers the losses)
+from mtkd.registry import MODELS
+
+TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
+TOL = dict(rtol=1e-6, atol=1e-6)
+
+
+# -- loop-wise references (float64, plain Python over elements) --------------------------------------
+def softmax_list(values, temperature):
+    top = max(v / temperature for v in values)
+    exps = [math.exp(v / temperature - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def kl_list(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+
+
+def ref_logit_kd(student, teacher, temperature):
+    rows = [kl_list(softmax_list(t, temperature), softmax_list(s, temperature))
+            for s, t in zip(student.tolist(), teacher.tolist())]
+    return temperature ** 2 * sum(rows) / len(rows)
+
+
+def ref_pixel_kl(student, teacher, temperature, target=None, ignore_index=255):
+    batch, classes, height, width = student.shape
+    total, count = 0.0, 0
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                if target is not None and int(target[b, y, x]) == ignore_index:
+                    continue
+                s = [float(student[b, c, y, x]) for c in range(classes)]
+                t = [float(teacher[b, c, y, x]) for c in range(classes)]
+                total += kl_list(softmax_list(t, temperature), softmax_list(s, temperature))
+                count += 1
+    return temperature ** 2 * total / max(count, 1)
+
+
+def ref_det_mse(student, teacher, box, obj, cls, weighted):
+    batch, points, width = student.shape
+    sums, counts = [0.0, 0.0, 0.0], [batch * points * 4, batch * points, batch * points * (width - 5)]
+    for b in range(batch):
+        for n in range(points):
+            w = 1.0 / (1.0 + math.exp(-float(teacher[b, n, 4]))) if weighted else 1.0
+            for k in range(width):
+                err = (float(student[b, n, k]) - float(teacher[b, n, k])) ** 2
+                if k < 4:
+                    sums[0] += w * err
+                elif k == 4:
+                    sums[1] += err
+                else:
+                    sums[2] += w * err
+    return box * sums[0] / counts[0] + obj * sums[1] / counts[1] + cls * sums[2] / counts[2]
+
+
+def ref_dkd(student, teacher, target, alpha, beta, temperature):
+    """Zhao et al. 2022, eq. (1)-(7): KD = TCKD + (1 - p_t^T) NCKD, DKD = alpha TCKD + beta NCKD."""
+    losses = []
+    for s, t, gt in zip(student.tolist(), teacher.tolist(), target.tolist()):
+        p_s, p_t = softmax_list(s, temperature), softmax_list(t, temperature)
+        b_s, b_t = [p_s[gt], 1 - p_s[gt]], [p_t[gt], 1 - p_t[gt]]
+        tckd = kl_list(b_t, b_s)
+        hat_s = [p / (1 - p_s[gt]) for i, p in enumerate(p_s) if i != gt]
+        hat_t = [p / (1 - p_t[gt]) for i, p in enumerate(p_t) if i != gt]
+        nckd = kl_list(hat_t, hat_s)
+        losses.append(temperature ** 2 * (alpha * tckd + beta * nckd))
+    return sum(losses) / len(losses)
+
+
+def ref_cwd(student, teacher, temperature):
+    """Shu et al. 2021, eq. (3)-(4): T^2 / C * sum_c sum_i phi(y^T_c,i) log(phi(y^T_c,i) / phi(y^S_c,i))."""
+    batch, channels = student.shape[:2]
+    total = 0.0
+    for b in range(batch):
+        for c in range(channels):
+            phi_s = softmax_list(student[b, c].flatten().tolist(), temperature)
+            phi_t = softmax_list(teacher[b, c].flatten().tolist(), temperature)
+            total += temperature ** 2 / channels * kl_list(phi_t, phi_s)
+    return total / batch
+
+
+def ref_feature(student, teacher, mode):
+    batch, channels, height, width = student.shape
+    total = 0.0
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                s = [float(student[b, c, y, x]) for c in range(channels)]
+                t = [float(teacher[b, c, y, x]) for c in range(channels)]
+                if mode == "mse":
+                    total += sum((si - ti) ** 2 for si, ti in zip(s, t)) / channels
+                else:
+                    dot = sum(si * ti for si, ti in zip(s, t))
+                    total += 1 - dot / (math.sqrt(sum(v * v for v in s)) * math.sqrt(sum(v * v for v in t)))
+    return total / (batch * height * width)
+
+
+def rand(*shape, scale=3.0):
+    return torch.randn(*shape, dtype=torch.float64) * scale
+
+
+# -- equality with the references --------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_logit_kd_matches_loop_reference_and_kldivloss(temperature):
+    torch.manual_seed(0)
+    student, teacher = rand(5, 7), rand(5, 7)
+    loss = MODELS.build(dict(type="LogitKDLoss", temperature=temperature))(student, teacher)
+    torch.testing.assert_close(loss.item(), ref_logit_kd(student, teacher, temperature), **TOL)
+    log_s = torch.log_softmax(student / temperature, dim=1)
+    log_t = torch.log_softmax(teacher / temperature, dim=1)
+    torch_kd = temperature ** 2 * nn.KLDivLoss(reduction="batchmean", log_target=True)(log_s, log_t)
+    torch.testing.assert_close(loss, torch_kd, **TOL)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_pixelwise_kl_matches_reference_on_kept_pixels_only(temperature):
+    torch.manual_seed(1)
+    student, teacher = rand(2, 4, 5, 6), rand(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, :2] = 255
+    target[1, :, 3:] = 255
+    loss_fn = MODELS.build(dict(type="PixelwiseKLLoss", temperature=temperature))
+    expected = ref_pixel_kl(student, teacher, temperature, target)
+    torch.testing.assert_close(loss_fn(student, teacher, target).item(), expected, **TOL)
+    torch.testing.assert_close(loss_fn(student, teacher).item(), ref_pixel_kl(student, teacher, temperature), **TOL)
+    assert not math.isclose(expected, ref_pixel_kl(student, teacher, temperature), rel_tol=1e-3)
+
+
+def test_pixelwise_kl_resizes_teacher_and_target_to_student_size():
+    torch.manual_seed(2)
+    student, teacher = rand(2, 3, 4, 4), rand(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 16, 16))
+    target[:, :8] = 255
+    loss = MODELS.build(dict(type="PixelwiseKLLoss", temperature=2.0))(student, teacher, target)
+    small_teacher = nn.functional.interpolate(teacher, size=(4, 4), mode="bilinear", align_corners=False)
+    small_target = target[:, ::4, ::4]  # nearest from 16 to 4 picks every 4th pixel
+    torch.testing.assert_close(loss.item(), ref_pixel_kl(student, small_teacher, 2.0, small_target), **TOL)
+
+
+def test_pixelwise_kl_all_ignored_is_zero_with_gradient_graph():
+    student = rand(1, 3, 4, 4).requires_grad_()
+    loss = MODELS.build(dict(type="PixelwiseKLLoss"))(student, rand(1, 3, 4, 4), torch.full((1, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(student.grad == 0)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 3.0)])
+def test_det_output_mse_matches_loop_reference(weighted, weights):
+    torch.manual_seed(3)
+    student, teacher = rand(2, 9, 8), rand(2, 9, 8)
+    box, obj, cls = weights
+    loss_fn = MODELS.build(dict(type="DetOutputMSELoss", box=box, obj=obj, cls=cls, objectness_weighted=weighted,
+                                loss_weight=1.5))
+    expected = 1.5 * ref_det_mse(student, teacher, box, obj, cls, weighted)
+    torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
+
+
+def test_det_objectness_weighting_ignores_background_disagreement():
+    teacher = torch.zeros(1, 4, 7, dtype=torch.float64)
+    teacher[0, :, 4] = torch.tensor([20.0, -30.0, -30.0, -30.0])  # one object, three background points
+    student = teacher.clone()
+    student[0, 1:, :4] += 5.0  # box disagreement on background only
+    weighted = MODELS.build(dict(type="DetOutputMSELoss", objectness_weighted=True))(student, teacher)
+    plain = MODELS.build(dict(type="DetOutputMSELoss"))(student, teacher)
+    assert weighted.item() < 1e-10 and plain.item() == pytest.approx(25.0 * 3 / 4)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("alpha, beta", [(1.0, 8.0), (0.5, 2.0)])
+def test_dkd_matches_paper_formula(temperature, alpha, beta):
+    torch.manual_seed(4)
+    student, teacher = rand(6, 5), rand(6, 5)
+    target = torch.randint(0, 5, (6,))
+    loss_fn = MODELS.build(dict(type="DKDLoss", alpha=alpha, beta=beta, temperature=temperature))
+    expected = ref_dkd(student, teacher, target, alpha, beta, temperature)
+    torch.testing.assert_close(loss_fn(student, teacher, target).item(), expected, **TOL)
+
+
+def test_dkd_with_alpha_one_and_beta_one_minus_pt_is_hinton_kd():
+    """The paper's eq. (7): KD = TCKD + (1 - p_t) NCKD; with one sample, beta = 1 - p_t gives KD."""
+    torch.manual_seed(5)
+    student, teacher, target = rand(1, 6), rand(1, 6), torch.tensor([2])
+    p_target = torch.softmax(teacher / 2.0, dim=1)[0, 2].item()
+    dkd = MODELS.build(dict(type="DKDLoss", alpha=1.0, beta=1 - p_target, temperature=2.0))(student, teacher, target)
+    kd = MODELS.build(dict(type="LogitKDLoss", temperature=2.0))(student, teacher)
+    torch.testing.assert_close(dkd, kd, **TOL)
+
+
+def test_dkd_without_target_and_with_bad_target_are_errors():
+    loss_fn = MODELS.build(dict(type="DKDLoss"))
+    with pytest.raises(ValueError, match="needs the ground-truth"):
+        loss_fn(rand(2, 3), rand(2, 3))
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        loss_fn(rand(2, 3), rand(2, 3), torch.tensor([0, 3]))
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_cwd_matches_paper_formula(temperature):
+    torch.manual_seed(6)
+    student, teacher = rand(2, 3, 4, 5), rand(2, 3, 4, 5)
+    loss = MODELS.build(dict(type="CWDLoss", temperature=temperature))(student, teacher)
+    torch.testing.assert_close(loss.item(), ref_cwd(student, teacher, temperature), **TOL)
+
+
+@pytest.mark.parametrize("mode", ["mse", "cosine"])
+def test_feature_kd_applies_adapter_then_matches_reference(mode):
+    torch.manual_seed(7)
+    loss_fn = MODELS.build(dict(type="FeatureKDLoss", student_channels=3, teacher_channels=5, mode=mode)).double()
+    student, teacher = rand(2, 3, 4, 4), rand(2, 5, 2, 2)
+    adapted = loss_fn.adapter(student).detach()
+    big_teacher = nn.functional.interpolate(teacher, size=(4, 4), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(loss_fn(student, teacher).item(), ref_feature(adapted, big_teacher, mode), **TOL)
+    loss_fn(student, teacher).backward()
+    assert loss_fn.adapter.weight.grad is not None and loss_fn.adapter.weight.grad.abs().sum() > 0
+
+
+# -- identical outputs: zero loss and zero gradient --------------------------------------------------
+IDENTICAL_CASES = [
+    (dict(type="LogitKDLoss", temperature=3.0), (4, 6), None),
+    (dict(type="PixelwiseKLLoss", temperature=3.0), (2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))),
+    (dict(type="DetOutputMSELoss", objectness_weighted=True), (2, 7, 9), None),
+    (dict(type="DKDLoss", temperature=3.0), (4, 6), torch.tensor([0, 5, 2, 2])),
+    (dict(type="CWDLoss", temperature=3.0), (2, 4, 5, 5), None),
+    (dict(type="FeatureKDLoss", student_channels=4, teacher_channels=4, mode="mse"), (2, 4, 5, 5), None),
+    (dict(type="FeatureKDLoss", student_channels=4, teacher_channels=4, mode="cosine"), (2, 4, 5, 5), None),
+]
+
+
+@pytest.mark.parametrize("cfg, shape, target", IDENTICAL_CASES, ids=lambda v: v.get("type") if isinstance(v, dict) else "")
+def test_identical_outputs_give_zero_loss_and_zero_gradient(cfg, shape, target):
+    torch.manual_seed(8)
+    loss_fn = MODELS.build(cfg).double()
+    teacher = rand(*shape)
+    student = teacher.clone().requires_grad_()
+    loss = loss_fn(student, teacher, target) if loss_fn.needs_target else loss_fn(student, teacher)
+    loss.backward()
+    assert abs(loss.item()) < 1e-12
+    assert torch.isfinite(student.grad).all() and student.grad.abs().max().item() < 1e-12
+    different = (teacher + rand(*shape)).requires_grad_()
+    other = loss_fn(different, teacher, target) if loss_fn.needs_target else loss_fn(different, teacher)
+    assert other.item() > 1e-4
+
+
+# -- errors for people -------------------------------------------------------------------------------
+def test_bad_shapes_and_settings_are_errors_that_name_the_loss():
+    with pytest.raises(ValueError, match=r"LogitKDLoss.*\(2, 3\).*\(2, 4\)"):
+        MODELS.build(dict(type="LogitKDLoss"))(rand(2, 3), rand(2, 4))
+    with pytest.raises(ValueError, match="DetOutputMSELoss"):
+        MODELS.build(dict(type="DetOutputMSELoss"))(rand(2, 5, 8), rand(2, 6, 8))
+    with pytest.raises(ValueError, match="CWDLoss"):
+        MODELS.build(dict(type="CWDLoss"))(rand(2, 3, 4, 4), rand(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="temperature must be a positive number, got 0"):
+        MODELS.build(dict(type="PixelwiseKLLoss", temperature=0))
+    with pytest.raises(ValueError, match="mode must be 'mse' or 'cosine'"):
+        MODELS.build(dict(type="FeatureKDLoss", student_channels=2, teacher_channels=2, mode="l1"))
