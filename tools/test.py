@@ -66,8 +66,10 @@ def main(argv=None) -> int:
                        progress=not args.no_progress and sys.stderr.isatty(), on_batch=saver)
     print_table(args.checkpoint, args.split, results, model, metrics)
     if args.out:
+        record = {**results, "params": sum(p.numel() for p in model.parameters()),
+                  "split": args.split, "num_images": len(dataset), "checkpoint": str(args.checkpoint)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 
