@@ -4,3 +4,5 @@ Importing the package registers every component (models, losses, datasets, trans
 that ``MODELS.build(dict(type=...))`` finds them.
 """
 __version__ = "0.1.0"
+
+from mtkd import data, distill, evaluation, models  # noqa: E402,F401  (registration)

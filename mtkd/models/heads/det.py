@@ -1,0 +1,159 @@
+"""Dense anchor-free detection head (FCOS/YOLOX style) with its assigner, losses and decoding."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, generalized_box_iou_loss
+
+from mtkd.models.heads.base import check_class_targets, input_hw, resolve_loss_weights
+from mtkd.registry import MODELS
+
+MAX_LOG_DISTANCE = math.log(1e4)  # clamp of the log-distance regression before exp (overflow guard)
+
+
+@MODELS.register_module()
+class DetHead(nn.Module):
+    """One head shared over the neck levels whose stride is in ``strides`` (FCOS, Tian et al. 2019).
+
+    Raw output ``[B, N, 5 + C]`` over all points of all levels, level by level, row-major in a level:
+    ``[..., :4]`` box regression as log distances ``log(l/s), log(t/s), log(r/s), log(b/s)`` from the point
+    to the box sides in units of the level stride ``s``; ``[..., 4]`` objectness logit (YOLOX, Ge et al.
+    2021); ``[..., 5:]`` class logits. Training targets come from :class:`FCOSAssigner`; losses are GIoU
+    (box, positives), BCE (objectness, all points) and BCE (classes, positives), each divided by the
+    number of positives in the batch (at least 1).
+    """
+
+    batch_keys = ("boxes", "labels")
+
+    def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], num_classes: int,
+                 strides: Sequence[int] = (8, 16, 32), channels: int = 128, num_convs: int = 2,
+                 assigner: Mapping | None = None, loss_weights: Mapping[str, float] | None = None,
+                 score_thr: float = 0.05, nms_iou: float = 0.6, pre_nms_topk: int = 1000, max_per_img: int = 100):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"DetHead: num_classes must be >= 1, got {num_classes}")
+        missing = [s for s in strides if s not in list(in_strides)]
+        if missing:
+            raise ValueError(f"DetHead: strides {missing} are not among the neck's strides {list(in_strides)}; "
+                             f"add FPN levels (num_extra_levels) or change DetHead.strides")
+        self.strides = [int(s) for s in strides]
+        self.levels = [list(in_strides).index(s) for s in self.strides]
+        widths = {in_channels[i] for i in self.levels}
+        if len(widths) != 1:
+            raise ValueError(f"DetHead: a shared head needs one channel count on its levels, got {sorted(widths)}")
+        self.num_classes = num_classes
+        width = widths.pop()
+        self.reg_convs = _tower(width, channels, num_convs)
+        self.cls_convs = _tower(width, channels, num_convs)
+        self.reg_out = nn.Conv2d(channels, 5, 3, padding=1)   # 4 log-distances + objectness
+        self.cls_out = nn.Conv2d(channels, num_classes, 3, padding=1)
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))  # focal-loss prior (RetinaNet)
+        nn.init.constant_(self.reg_out.bias[4], -math.log((1 - 0.01) / 0.01))
+        self.assigner = MODELS.build(dict(assigner or dict(type="FCOSAssigner")), strides=self.strides)
+        self.loss_weights = resolve_loss_weights(loss_weights, {"box": 2.0, "obj": 1.0, "cls": 1.0}, "DetHead")
+        self.score_thr, self.nms_iou = score_thr, nms_iou
+        self.pre_nms_topk, self.max_per_img = pre_nms_topk, max_per_img
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """``feats`` (the neck's maps) -> raw ``[B, N, 5 + num_classes]``."""
+        outs = []
+        for level in self.levels:
+            x = feats[level]
+            reg = self.reg_out(self.reg_convs(x))                # [B, 5, h, w]
+            cls = self.cls_out(self.cls_convs(x))                # [B, C, h, w]
+            out = torch.cat([reg, cls], dim=1)
+            outs.append(out.flatten(2).transpose(1, 2))          # [B, h*w, 5 + C]
+        return torch.cat(outs, dim=1)
+
+    # -- geometry -----------------------------------------------------------------------------
+    def points(self, img_hw: tuple[int, int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centers ``[N, 2]`` (x, y) of all points and their strides ``[N]``, in raw-output order."""
+        centers, strides = [], []
+        for s in self.strides:
+            h, w = math.ceil(img_hw[0] / s), math.ceil(img_hw[1] / s)
+            ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+            centers.append(torch.stack([xs, ys], -1).reshape(-1, 2).float() * s + s / 2)
+            strides.append(torch.full((h * w,), s, device=device))
+        return torch.cat(centers), torch.cat(strides)
+
+    def num_points(self, img_hw: tuple[int, int]) -> int:
+        return sum(math.ceil(img_hw[0] / s) * math.ceil(img_hw[1] / s) for s in self.strides)
+
+    def decode_boxes(self, reg: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
+        """Log distances ``[..., N, 4]`` -> xyxy boxes ``[..., N, 4]`` in input pixels."""
+        dist = reg.float().clamp(max=MAX_LOG_DISTANCE).exp() * strides[:, None]
+        return torch.cat([points - dist[..., :2], points + dist[..., 2:]], dim=-1)
+
+    def _check_raw(self, raw: torch.Tensor, img_hw) -> None:
+        expected = self.num_points(img_hw)
+        if raw.dim() != 3 or raw.shape[1] != expected or raw.shape[2] != 5 + self.num_classes:
+            raise ValueError(f"DetHead: raw output {tuple(raw.shape)} does not fit a {img_hw} input "
+                             f"(expected [B, {expected}, {5 + self.num_classes}])")
+
+    # -- training -----------------------------------------------------------------------------
+    def loss(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """GIoU + objectness BCE + class BCE against ``batch['boxes']``/``batch['labels']``."""
+        img_hw = input_hw(batch)
+        self._check_raw(raw, img_hw)
+        points, strides = self.points(img_hw, raw.device)
+        raw = raw.float()
+        obj_target = torch.zeros(raw.shape[:2], device=raw.device)
+        box_losses, cls_losses, num_pos = [], [], 0
+        for i, (gt_boxes, gt_labels) in enumerate(zip(batch["boxes"], batch["labels"])):
+            check_class_targets(gt_labels, self.num_classes, f"DetHead.loss batch['labels'][{i}]")
+            assigned = self.assigner.assign(points, strides, gt_boxes.float())
+            pos = assigned >= 0
+            num_pos += int(pos.sum())
+            obj_target[i, pos] = 1.0
+            if pos.any():
+                pred = self.decode_boxes(raw[i, pos, :4], points[pos], strides[pos])
+                box_losses.append(generalized_box_iou_loss(pred, gt_boxes[assigned[pos]].float(), reduction="sum"))
+                onehot = F.one_hot(gt_labels[assigned[pos]].long(), self.num_classes).float()
+                cls_losses.append(F.binary_cross_entropy_with_logits(raw[i, pos, 5:], onehot, reduction="sum"))
+        norm = max(num_pos, 1)
+        zero = raw.sum() * 0.0  # keeps the graph when there are no positives
+        obj = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="sum") / norm
+        box = (torch.stack(box_losses).sum() if box_losses else zero) / norm
+        cls = (torch.stack(cls_losses).sum() if cls_losses else zero) / norm
+        w = self.loss_weights
+        return {"box": box * w["box"], "obj": obj * w["obj"], "cls": cls * w["cls"]}
+
+    # -- inference ----------------------------------------------------------------------------
+    def predict(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> list[dict[str, torch.Tensor]]:
+        """Per image ``{"boxes": [K, 4] xyxy input px, "scores": [K], "labels": [K]}`` after NMS."""
+        img_hw = input_hw(batch)
+        self._check_raw(raw, img_hw)
+        points, strides = self.points(img_hw, raw.device)
+        boxes = self.decode_boxes(raw[..., :4], points, strides)
+        boxes[..., 0::2] = boxes[..., 0::2].clamp(0, img_hw[1])
+        boxes[..., 1::2] = boxes[..., 1::2].clamp(0, img_hw[0])
+        scores = raw[..., 4:5].float().sigmoid() * raw[..., 5:].float().sigmoid()  # [B, N, C]
+        return [self._nms(b, s) for b, s in zip(boxes, scores)]
+
+    def _nms(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        flat = scores.flatten()
+        keep = torch.nonzero(flat > self.score_thr).flatten()
+        if keep.numel() > self.pre_nms_topk:
+            keep = keep[flat[keep].topk(self.pre_nms_topk).indices]
+        point, label = keep // self.num_classes, keep % self.num_classes
+        kept = batched_nms(boxes[point], flat[keep], label, self.nms_iou)[: self.max_per_img]
+        return {"boxes": boxes[point[kept]], "scores": flat[keep][kept], "labels": label[kept]}
+
+    def output_signature(self) -> dict:
+        """What the raw output indexes, for the teacher/student compatibility check."""
+        return {"head": "DetHead", "output": "[B, N, 5 + C]", "num_classes": self.num_classes,
+                "strides": list(self.strides), "box_encoding": "log(ltrb / stride)"}
+
+
+def _tower(c_in: int, channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` of conv3x3-GroupNorm-ReLU; GroupNorm because one tower serves every level (FCOS)."""
+    layers: list[nn.Module] = []
+    for k in range(num_convs):
+        layers += [nn.Conv2d(c_in if k == 0 else channels, channels, 3, padding=1, bias=False),
+                   nn.GroupNorm(math.gcd(32, channels), channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,103 @@
+"""The multi-task model: backbone -> neck -> one head per task, returning a dict of raw outputs."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtkd.registry import MODELS
+from mtkd.structures import FEATS_KEY, IMG_KEY
+
+
+def resolve_num_classes(task: str, head_cfg: Mapping, num_classes: Mapping[str, int] | None) -> dict:
+    """The head config with ``num_classes`` filled from the data; a disagreement names both numbers."""
+    cfg = dict(head_cfg)
+    from_data = (num_classes or {}).get(task)
+    if cfg.get("num_classes") is None:
+        if from_data is None:
+            raise ValueError(f"head {task!r}: num_classes is not set and the data does not give it "
+                             f"(data classes: {dict(num_classes or {})}); set heads.{task}.num_classes")
+        cfg["num_classes"] = int(from_data)
+    elif from_data is not None and int(cfg["num_classes"]) != int(from_data):
+        raise ValueError(f"head {task!r}: the config sets num_classes={cfg['num_classes']} but the data has "
+                         f"{from_data} {task} classes; remove heads.{task}.num_classes to take it from the data")
+    return cfg
+
+
+@MODELS.register_module()
+class MultiTaskModel(nn.Module):
+    """``forward(img [B, 3, H, W]) -> {task: raw}`` for any set of task heads over a shared backbone + neck.
+
+    Heads are built with the neck's ``in_channels``/``in_strides`` and ``num_classes`` from the data
+    (``num_classes={task: int}``). The model never branches on a task's name: a new task is a new head.
+    """
+
+    def __init__(self, backbone: Mapping, heads: Mapping[str, Mapping], neck: Mapping | None = None,
+                 num_classes: Mapping[str, int] | None = None):
+        super().__init__()
+        if not heads:
+            raise ValueError("MultiTaskModel needs at least one head, e.g. heads=dict(cls=dict(type='ClsHead'))")
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(dict(neck or dict(type="IdentityNeck")),
+                                 in_channels=self.backbone.out_channels, in_strides=self.backbone.strides)
+        self.heads = nn.ModuleDict({
+            task: MODELS.build(resolve_num_classes(task, cfg, num_classes),
+                               in_channels=self.neck.out_channels, in_strides=self.neck.strides)
+            for task, cfg in heads.items()})
+        self.tasks: tuple[str, ...] = tuple(self.heads)
+        self.num_classes = {task: int(head.num_classes) for task, head in self.heads.items()}
+
+    @property
+    def inference_model(self) -> "MultiTaskModel":
+        """What is evaluated and saved (a Distiller returns its student)."""
+        return self
+
+    def forward(self, img: torch.Tensor, with_feats: bool = False) -> dict[str, Any]:
+        feats = self.neck(self.backbone(img))
+        outputs: dict[str, Any] = {task: head(feats) for task, head in self.heads.items()}
+        if with_feats:
+            outputs[FEATS_KEY] = feats
+        return outputs
+
+    def has_labels(self, task: str, batch: Mapping[str, Any]) -> bool:
+        return all(key in batch for key in self.heads[task].batch_keys)
+
+    def loss(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"seg/ce": ..., "det/box": ...}``: every head's hard losses; tasks without labels are skipped."""
+        losses = {}
+        for task, head in self.heads.items():
+            if self.has_labels(task, batch):
+                losses.update({f"{task}/{name}": value for name, value in head.loss(outputs[task], batch).items()})
+        return losses
+
+    def forward_loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The engine's training call: the loss terms plus ``loss``, their sum."""
+        losses = self.loss(self(batch[IMG_KEY]), batch)
+        if not losses:
+            raise ValueError(f"the batch has labels for none of the model's tasks {self.tasks} "
+                             f"(batch keys: {sorted(batch)})")
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses
+
+    def predict(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``{task: head.predict(...)}``: decoded results in input-image pixels."""
+        return {task: head.predict(outputs[task], batch) for task, head in self.heads.items()}
+
+
+def check_distillable(teacher: MultiTaskModel, student: MultiTaskModel) -> None:
+    """Raise ValueError listing every difference that makes output-level distillation meaningless."""
+    problems = []
+    missing = [t for t in student.tasks if t not in teacher.tasks]
+    if missing:
+        problems.append(f"the teacher has no head for the student's tasks {missing} (teacher: {list(teacher.tasks)})")
+    for task in student.tasks:
+        if task in missing:
+            continue
+        t_sig, s_sig = teacher.heads[task].output_signature(), student.heads[task].output_signature()
+        for key in sorted(set(t_sig) | set(s_sig)):
+            if t_sig.get(key) != s_sig.get(key):
+                problems.append(f"{task}: {key} differs: teacher {t_sig.get(key)!r}, student {s_sig.get(key)!r}")
+    if problems:
+        raise ValueError("teacher and student cannot be distilled at output level:\n  " + "\n  ".join(problems))
