@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-from torchvision.io import write_png
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
@@ -20,10 +19,10 @@ from mtkd.engine.checkpoint import CheckpointError, build_model_from_checkpoint,
 from mtkd.engine.evaluate import build_metrics, evaluate  # noqa: E402
 from mtkd.engine.trainer import build_loader  # noqa: E402
 from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
-from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize  # noqa: E402
+from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize, save_png  # noqa: E402
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate an mtkd checkpoint: rebuilds the model and data from the config stored in "
                     "the checkpoint, loads it with torch.load(weights_only=True), prints the metrics.",
@@ -39,7 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run ('auto' = cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -94,7 +97,7 @@ class PredictionSaver:
             single = {task: pred[i] for task, pred in preds.items()}
             image = draw_prediction(denormalize(batch["img"][i], self.mean, self.std), single,
                                     getattr(self.dataset, "class_names", None))
-            write_png(image, str(self.out_dir / (Path(str(meta["file_name"])).stem + ".png")))
+            save_png(image, (self.out_dir / (Path(str(meta["file_name"])).stem + ".png")))
 
 
 def print_table(path: str, split: str, results: dict, model, metrics: dict) -> None:

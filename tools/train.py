@@ -19,7 +19,7 @@ from mtkd.engine.trainer import NonFiniteLossError, TrainingInterrupted, train  
 from mtkd.engine.utils import set_data_root  # noqa: E402
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train or distill with mtkd. The config's `model` is a MultiTaskModel (plain training) "
                     "or a Distiller (student trained on ground truth plus a frozen teacher).",
@@ -40,7 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="where to train (default: the config's `device`, 'auto' = cuda when available)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (they are also off when stderr is not a terminal)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> Config:

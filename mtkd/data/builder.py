@@ -57,7 +57,14 @@ def build_dataloader(cfg: Mapping, distributed: bool = False, seed: int = 0) -> 
         dataset, batch_size=int(cfg.get("batch_size", 16)), sampler=sampler, num_workers=num_workers,
         collate_fn=collate, pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
         drop_last=bool(cfg.get("drop_last", False)), generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False, multiprocessing_context="fork" if num_workers > 0 and _has_fork() else None)
+        worker_init_fn=_single_threaded, persistent_workers=False, multiprocessing_context="fork" if num_workers > 0 and _has_fork() else None)
+
+
+def _single_threaded(worker_id: int) -> None:
+    """Loader workers decode and augment one sample at a time: no thread pools fighting the main process."""
+    import cv2
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
 
 
 def _has_fork() -> bool:

@@ -86,6 +86,18 @@ def broadcast_object(obj):
     return box[0]
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BN running stats) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step each rank holds
+    the statistics of its own last batch; evaluating without this sync would score slightly different
+    models on different shards.
+    """
+    if is_dist():
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def cleanup() -> None:
     if is_dist():
         dist.destroy_process_group()

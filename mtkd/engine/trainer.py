@@ -254,7 +254,7 @@ def _train_step(run: Run, batch: dict) -> dict[str, torch.Tensor]:
     finite = torch.isfinite(loss.detach()).float().reshape(1)
     if dist.all_reduce_sum(finite).item() < dist.get_world_size():
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()] or ["loss (on another rank)"]
-        value = float(losses[bad[0]]) if bad[0] in losses else float("nan")
+        value = float(losses[bad[0]].detach()) if bad[0] in losses else float("nan")
         path = _save(run, "last.pth")
         raise NonFiniteLossError(f"loss term {bad[0]} is {value} at iteration {run.state.iter + 1}; stopped. "
                                  f"{path} holds the weights before this step. Lower the lr, check the data, "
@@ -299,6 +299,7 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
     """Evaluate the inference model (EMA weights when enabled), log, draw a few images."""
     state = run.state
     model = run.ema.module if run.ema is not None else run.model.inference_model
+    dist.sync_buffers(model)
     pipeline = (run.cfg.get("val_dataloader") or {}).get("dataset", {}).get("pipeline")
     mean, std = find_normalize(pipeline)
     drawn: list = []

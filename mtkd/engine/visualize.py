@@ -63,3 +63,9 @@ def top_class(probs: torch.Tensor, names: Sequence[str] | None) -> tuple[str, fl
     prob, index = probs.max(dim=0)
     name = names[int(index)] if names else str(int(index))
     return name, float(prob)
+
+
+def save_png(image: torch.Tensor, path) -> None:
+    """Write a uint8 ``[3, H, W]`` image as PNG (PIL; torchvision's image IO is deprecated)."""
+    from PIL import Image
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path)

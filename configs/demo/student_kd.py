@@ -1,0 +1,19 @@
+# CPU demo: the tiny student distilled from the tiny teacher (configs/demo/teacher.py) on all three tasks.
+# Per task: L_t = (1 - alpha) * hard + alpha * soft;  L = sum_t ratio * L_t.
+_base_ = [
+    "../_base_/models/student_seedcnn-fpn_tiny.py",
+    "../_base_/datasets/synthetic.py",
+    "../_base_/schedules/adamw_cosine-demo.py",
+    "../_base_/default_runtime.py",
+]
+model = dict(
+    _delete_=True,
+    type="Distiller",
+    student=_base_.model,
+    teacher_checkpoint="work_dirs/demo/teacher/best.pth",  # train it first: tools/train.py configs/demo/teacher.py
+    tasks=dict(
+        seg=dict(alpha=0.5, ratio=1.0, loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
+        det=dict(alpha=0.5, ratio=1.0, loss=dict(type="DetOutputMSELoss", objectness_weighted=True)),
+        cls=dict(alpha=0.5, ratio=1.0, loss=dict(type="LogitKDLoss", temperature=2.0)),
+    ),
+)

@@ -1,0 +1,203 @@
+"""The engine end to end at tiny size: train, test, distill, resume, interrupt, NaN, DDP, security."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtkd.engine import trainer
+from mtkd.engine.checkpoint import load_checkpoint
+from tools import test as test_tool
+from tools import train as train_tool
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"seg/mIoU", "seg/aAcc", "det/mAP", "det/AP50", "det/AP75", "cls/top1", "cls/top5"}
+
+
+def tiny_config(tmp_path: Path, base: str, data_root: Path, name: str, extra: str = "", batch: int = 4) -> Path:
+    """A config inheriting ``configs/<base>`` with 64 px pipelines, small batches and no loader workers."""
+    text = f"""
+_base_ = [{str(REPO / 'configs' / base)!r}]
+pipe = [dict(type="Resize", height=64, width=64), dict(type="Normalize")]
+train_dataloader = dict(batch_size={batch}, num_workers=0, dataset=dict(data_root={str(data_root)!r},
+                        pipeline=[dict(type="HorizontalFlip", p=0.5)] + pipe))
+val_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(data_root={str(data_root)!r}, pipeline=pipe))
+test_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(data_root={str(data_root)!r}, pipeline=pipe))
+train_cfg = dict(max_epochs=1)
+param_scheduler = dict(warmup=dict(total_iters=2))
+log_interval = 2
+{extra}
+"""
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def run_train(config: Path, work_dir: Path, *options: str) -> int:
+    return train_tool.main([str(config), "--work-dir", str(work_dir), "--no-progress", *options])
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, tiny_synthetic):
+    tmp = tmp_path_factory.mktemp("teacher")
+    config = tiny_config(tmp, "demo/teacher.py", tiny_synthetic, "teacher")
+    assert run_train(config, tmp / "work") == 0
+    return tmp / "work"
+
+
+def test_teacher_trains_and_tests_with_every_metric_key(teacher_run, tmp_path):
+    for name in ("config.py", "log.txt", "metrics.jsonl", "last.pth", "best.pth"):
+        assert (teacher_run / name).is_file(), name
+    assert list((teacher_run / "tb").iterdir())
+    out = tmp_path / "metrics.json"
+    assert test_tool.main([str(teacher_run / "best.pth"), "--split", "test", "--out", str(out), "--no-progress",
+                           "--show-dir", str(tmp_path / "vis")]) == 0
+    metrics = json.loads(out.read_text())
+    assert METRIC_KEYS <= set(metrics) and metrics["num_images"] == 8
+    assert all(0.0 <= metrics[k] <= 100.0 for k in METRIC_KEYS)
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 8
+    ckpt = load_checkpoint(teacher_run / "best.pth")
+    assert ckpt["model_config"]["type"] == "MultiTaskModel" and ckpt["num_classes"] == {"seg": 9, "det": 8, "cls": 8}
+
+
+def test_scratch_and_distilled_students_train_and_test(teacher_run, tmp_path, tiny_synthetic):
+    scratch = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch")
+    kd = tiny_config(tmp_path, "demo/student_kd.py", tiny_synthetic, "kd")
+    assert run_train(scratch, tmp_path / "scratch") == 0
+    assert run_train(kd, tmp_path / "kd", "--cfg-options", f"model.teacher_checkpoint={teacher_run / 'best.pth'}") == 0
+    log = (tmp_path / "kd" / "log.txt").read_text()
+    assert "seg/soft" in log and "det/soft" in log and "cls/soft" in log
+    kd_ckpt = load_checkpoint(tmp_path / "kd" / "best.pth")
+    assert not any(k.startswith("teacher.") for k in kd_ckpt["state_dict"]) and kd_ckpt["model_config"]["type"] == "MultiTaskModel"
+    assert not any("teacher" in k for k in kd_ckpt["train_state_dict"])
+    for run in ("scratch", "kd"):
+        out = tmp_path / f"{run}.json"
+        assert test_tool.main([str(tmp_path / run / "best.pth"), "--out", str(out), "--no-progress"]) == 0
+        assert METRIC_KEYS <= set(json.loads(out.read_text()))
+
+
+def final_weights(work_dir: Path) -> dict:
+    return load_checkpoint(work_dir / "last.pth")["state_dict"]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tiny_synthetic, monkeypatch):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch",
+                         extra="train_cfg = dict(max_epochs=2)")
+    assert run_train(config, tmp_path / "straight", "--deterministic") == 0
+
+    real_step, calls = trainer._train_step, []
+
+    def step_then_interrupt(run, batch):
+        losses = real_step(run, batch)
+        calls.append(1)
+        if len(calls) == 3:  # mid-epoch 1 (4 steps per epoch)
+            signal.raise_signal(signal.SIGINT)
+        return losses
+
+    monkeypatch.setattr(trainer, "_train_step", step_then_interrupt)
+    assert run_train(config, tmp_path / "resumed", "--deterministic") == 128 + signal.SIGINT
+    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["loop"]["iter"] == 3
+    monkeypatch.setattr(trainer, "_train_step", real_step)
+    assert run_train(config, tmp_path / "resumed", "--deterministic", "--resume") == 0
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_nan_loss_stops_naming_the_term_and_keeps_good_weights(tmp_path, tiny_synthetic, monkeypatch, capsys):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch")
+    from mtkd.models.heads.cls import ClsHead
+    real_loss, calls = ClsHead.loss, []
+
+    def loss_goes_nan(self, raw, batch):
+        calls.append(1)
+        out = real_loss(self, raw, batch)
+        return {"ce": out["ce"] * float("nan")} if len(calls) == 2 else out
+
+    monkeypatch.setattr(ClsHead, "loss", loss_goes_nan)
+    assert run_train(config, tmp_path / "work") == 1
+    assert "cls/ce" in capsys.readouterr().err
+    ckpt = load_checkpoint(tmp_path / "work" / "last.pth")
+    assert ckpt["loop"]["iter"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_sigkill_while_training_never_breaks_last_pth(tmp_path, tiny_synthetic):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch",
+                         extra="train_cfg = dict(max_epochs=1000, val_interval=1000)")
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for attempt in range(3):
+        resume = ["--resume"] if (work / "last.pth").exists() else []
+        proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "train.py"), str(config), "--work-dir",
+                                 str(work), "--no-progress", *resume], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        start = (work / "last.pth").stat().st_mtime if (work / "last.pth").exists() else 0
+        deadline = time.time() + 60
+        while time.time() < deadline and not ((work / "last.pth").exists() and (work / "last.pth").stat().st_mtime > start):
+            time.sleep(0.05)
+        time.sleep(0.1 * attempt)  # kill at different points of later epochs and their checkpoint writes
+        proc.kill()
+        proc.wait()
+        ckpt = load_checkpoint(work / "last.pth")
+        assert ckpt["loop"]["epoch"] >= 1
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path, tiny_synthetic):
+    one = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "one", batch=4)
+    two = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "two", batch=2)  # same global batch
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           str(REPO / "tools" / "train.py"), str(two), "--work-dir", str(tmp_path / "two"), "--no-progress"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_train(one, tmp_path / "one") == 0
+    two_metrics = json.loads((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()[-1])
+    one_metrics = json.loads((tmp_path / "one" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert two_metrics["iter"] == one_metrics["iter"] == 4
+    for key in METRIC_KEYS:  # BN statistics differ per rank (2 vs 4 images), so equal within a tolerance
+        assert abs(two_metrics[key] - one_metrics[key]) < 15.0, key
+    # the 2-rank evaluation gathered every image once: one process on the same weights gives the same numbers
+    out = tmp_path / "check.json"
+    assert test_tool.main([str(tmp_path / "two" / "last.pth"), "--out", str(out), "--no-progress"]) == 0
+    single = json.loads(out.read_text())
+    for key in METRIC_KEYS:
+        assert single[key] == pytest.approx(two_metrics[key], abs=1e-6), key
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_test_tool_refuses_a_checkpoint_that_runs_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = {"state_dict": {}, "model_config": {}, "num_classes": {}, "config": {}, "x": RunsCode(marker)}
+    with open(tmp_path / "evil.pth", "wb") as handle:
+        torch.save(evil, handle, pickle_module=pickle)
+    assert test_tool.main([str(tmp_path / "evil.pth")]) == 2
+    assert "refusing to load" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tool", [train_tool, test_tool])
+def test_help_explains_every_flag(tool, capsys):
+    parser = tool.build_parser()
+    for action in parser._actions:
+        assert action.help and len(action.help) > 10, action.option_strings
+    with pytest.raises(SystemExit):
+        tool.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert flag in text
