@@ -236,7 +236,11 @@ IDENTICAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("cfg, shape, target", IDENTICAL_CASES, ids=lambda v: v.get("type") if isinstance(v, dict) else "")
+def case_id(value):
+    return value["type"] if isinstance(value, dict) else ""
+
+
+@pytest.mark.parametrize("cfg, shape, target", IDENTICAL_CASES, ids=case_id)
 def test_identical_outputs_give_zero_loss_and_zero_gradient(cfg, shape, target):
     torch.manual_seed(8)
     loss_fn = MODELS.build(cfg).double()

@@ -1,2 +1,5 @@
 """Distillation: per-task soft losses and the multi-task Distiller (importing registers them)."""
-from mtkd.distill import losses  # noqa: F401
+from mtkd.distill import losses
+from mtkd.distill.distiller import Distiller
+
+__all__ = ["Distiller", "losses"]
