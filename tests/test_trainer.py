@@ -201,3 +201,14 @@ def test_help_explains_every_flag(tool, capsys):
     for action in parser._actions:
         for flag in action.option_strings:
             assert flag in text
+
+
+def test_predict_prints_class_per_image_and_draws(teacher_run, tiny_synthetic, tmp_path, capsys):
+    from tools import predict as predict_tool
+    images = tiny_synthetic / "images" / "test"
+    assert predict_tool.main([str(teacher_run / "best.pth"), str(images), "--out-dir", str(tmp_path)]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 8 and all(len(parts) == 3 for parts in lines)
+    from mtkd.data import SHAPES
+    assert all(parts[1] in SHAPES and 0.0 <= float(parts[2]) <= 1.0 for parts in lines)
+    assert len(list(tmp_path.glob("*.png"))) == 8
