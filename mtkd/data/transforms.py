@@ -8,6 +8,7 @@ the exact mapping from original to input pixels by carrying two reference keypoi
 from __future__ import annotations
 
 import inspect
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 
@@ -44,7 +45,12 @@ class Pipeline:
 
     def __init__(self, transforms: Sequence[Mapping], min_visibility: float = 0.0, min_area: float = 1.0):
         self.cfgs = [dict(t) for t in transforms]
-        self.compose = A.Compose(
+        with warnings.catch_warnings():  # a pipeline without geometric steps is fine: boxes pass through
+            warnings.filterwarnings("ignore", message="Got processor for", category=UserWarning)
+            self.compose = self._compose(min_visibility, min_area)
+
+    def _compose(self, min_visibility: float, min_area: float) -> A.Compose:
+        return A.Compose(
             [build_transform(t) for t in self.cfgs],
             bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility,
                                      min_area=min_area, clip=True),
