@@ -212,3 +212,25 @@ def test_predict_prints_class_per_image_and_draws(teacher_run, tiny_synthetic, t
     from mtkd.data import SHAPES
     assert all(parts[1] in SHAPES and 0.0 <= float(parts[2]) <= 1.0 for parts in lines)
     assert len(list(tmp_path.glob("*.png"))) == 8
+
+
+def test_ema_weights_are_evaluated_and_saved(tmp_path, tiny_synthetic):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "ema",
+                         extra="ema = dict(enabled=True, decay=0.5)")
+    assert run_train(config, tmp_path / "work") == 0
+    ckpt = load_checkpoint(tmp_path / "work" / "last.pth")
+    assert "ema_state_dict" in ckpt and "train_state_dict" in ckpt
+    ema_weight = ckpt["state_dict"]["backbone.blocks.0.0.weight"]
+    raw_weight = ckpt["train_state_dict"]["backbone.blocks.0.0.weight"]
+    assert not torch.equal(ema_weight, raw_weight)  # what is saved for testing is the average, not the raw model
+
+
+def test_early_stopping_after_patience_evaluations_without_a_new_best(tmp_path, tiny_synthetic, monkeypatch):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "early",
+                         extra="train_cfg = dict(max_epochs=6)\ncheckpoint = dict(patience=2)")
+    scores = iter([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])  # the first evaluation is the best one
+    monkeypatch.setattr(trainer, "primary_score", lambda results, metrics, key="auto": next(scores))
+    assert run_train(config, tmp_path / "work") == 0
+    lines = (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # best at epoch 1, then 2 evaluations without improvement
+    assert load_checkpoint(tmp_path / "work" / "best.pth")["loop"]["best_epoch"] == 1
