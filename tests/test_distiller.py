@@ -1,11 +1,13 @@
 """The Distiller: loss bookkeeping, a frozen teacher that is never saved, alpha/ratio, build-time errors."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
 import mtkd.distill  # noqa: F401  (registers the Distiller and losses)
 import mtkd.models  # noqa: F401
+from mtkd.config import Config
 from mtkd.distill.distiller import Distiller
 from mtkd.engine.checkpoint import CheckpointError, save_checkpoint
 from mtkd.registry import MODELS
@@ -124,6 +126,9 @@ def test_task_missing_from_tasks_trains_on_hard_loss_only(teacher_ckpt):
         torch.testing.assert_close(losses[f"{task}/total"], losses[f"{task}/hard"])
     unlabelled = distiller(make_batch(tasks=("cls",)))
     assert unlabelled["seg/total"].item() == 0.0 and unlabelled["det/total"].item() == 0.0
+    unlabelled["loss"].backward()  # every student parameter takes part (DDP needs that), unlabelled heads at 0
+    assert all(p.grad is not None for p in distiller.student.parameters())
+    assert all(torch.all(p.grad == 0) for p in distiller.student.heads["seg"].parameters())
 
 
 # -- the frozen teacher ----------------------------------------------------------------------------------
@@ -268,3 +273,37 @@ def test_bad_tasks_and_feature_kd_are_errors(teacher_ckpt):
         build(teacher_ckpt, tasks=dict(TASKS, cls=dict(alpha=0.5)))
     with pytest.raises(ValueError, match="student_level=7"):
         build(teacher_ckpt, feature_kd=[dict(student_level=7, teacher_level=0, loss=dict(type="FeatureKDLoss"))])
+
+
+# -- the shipped KD configs build and run ----------------------------------------------------------------
+@pytest.mark.parametrize("kd_config, teacher_config, num_classes", [
+    ("configs/multitask_kd.py", "configs/teacher.py", {"seg": 4, "det": 3, "cls": 5}),
+    ("configs/cls_kd_densenet121-seedcnn_imagefolder.py", "configs/teacher_densenet121_imagefolder.py", {"cls": 6}),
+])
+def test_kd_configs_build_from_their_teacher_config_and_run(tmp_path, kd_config, teacher_config, num_classes):
+    root = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    teacher_model_cfg = Config.fromfile(root / teacher_config).model.to_dict()
+    teacher = MODELS.build(teacher_model_cfg, num_classes=num_classes)
+    path = save_checkpoint({"state_dict": teacher.state_dict(), "model_config": teacher_model_cfg,
+                            "num_classes": num_classes, "config": {}}, tmp_path / "teacher.pth")
+    cfg = Config.fromfile(root / kd_config)
+    cfg.merge_from_dict({"model.teacher_checkpoint": str(path)})
+    distiller = MODELS.build(cfg.model.to_dict(), num_classes=num_classes).train()
+    assert set(cfg.model.tasks) == set(num_classes) == set(distiller.tasks)
+    assert type(distiller.teacher.backbone) is type(teacher.backbone)
+    batch = {key: value for key, value in make_batch(size=64).items() if key in ("img", "meta", *num_classes)}
+    if "cls" in batch:
+        batch["cls"] = batch["cls"] % num_classes["cls"]
+    losses = distiller(batch)
+    assert torch.isfinite(losses["loss"]) and all(losses[f"{t}/soft"].item() > 0 for t in num_classes)
+    n_student = sum(p.numel() for p in distiller.student.parameters())
+    assert n_student * 5 <= sum(p.numel() for p in distiller.teacher.parameters())
+
+
+def test_imagefolder_pipelines_give_the_input_size():
+    from mtkd.data.transforms import Pipeline
+    cfg = Config.fromfile(Path(__file__).resolve().parents[1] / "configs/cls_kd_densenet121-seedcnn_imagefolder.py")
+    image = torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8).numpy()
+    for pipeline in (cfg.train_pipeline, cfg.test_pipeline):
+        assert Pipeline(pipeline)(image, seed=0)["image"].shape == (*cfg.input_size, 3)

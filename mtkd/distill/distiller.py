@@ -17,9 +17,9 @@ from mtkd.structures import FEATS_KEY, IMG_KEY, has_labels
 
 TASK_KEYS = ("alpha", "ratio", "loss")
 FEATURE_KD_KEYS = ("student_level", "teacher_level", "loss", "weight")
-TRAIN_TEACHER_HINT = ("train the teacher first, e.g. `python tools/train.py configs/teacher_resnet50-fpn_synthetic.py` "
-                      "(or `python tools/train.py configs/demo/teacher.py` for the CPU demo), then pass its "
-                      "best.pth as model.teacher_checkpoint (`--cfg-options model.teacher_checkpoint=PATH`)")
+TRAIN_TEACHER_HINT = ("train the teacher first, e.g. `python tools/train.py configs/teacher.py` (or "
+                      "`python tools/train.py configs/demo/teacher.py` for the CPU demo), then pass its best.pth: "
+                      "`--cfg-options model.teacher_checkpoint=work_dirs/<teacher config name>/best.pth`")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class Distiller(nn.Module):
     Partially labelled data: when a batch has no ground truth for a task, its hard loss is 0 and
     ``total = soft`` (the teacher is the only label there, at full weight rather than ``alpha``), so a
     multi-task student learns every task from data labelled for only some of them. A task with
-    ``alpha = 0`` is not distilled and contributes 0 on such batches.
+    ``alpha = 0`` is not distilled and contributes 0 on such batches (a zero still attached to its head, so
+    that DDP sees every parameter used).
 
     The teacher is frozen (``requires_grad=False``), always in eval mode, run under ``torch.no_grad()``,
     and never part of ``state_dict()`` (so never saved with the student nor expected when loading).
@@ -131,7 +132,9 @@ class Distiller(nn.Module):
             target = _task_target(batch, keys) if labelled else None
             with torch.set_grad_enabled(torch.is_grad_enabled() and soft_weight > 0):
                 soft = self._soft_loss(task, student_out[task], teacher_out[task], target)
-        total = zero  # only terms with a non-zero weight: 0 * (a NaN hard loss) must not poison the sum
+        # only terms with a non-zero weight: 0 * (a NaN hard loss) must not poison the sum; a task with
+        # neither still yields an exact zero attached to its head's output, so DDP sees every parameter used
+        total = student_out[task].float().sum() * 0.0 if hard_weight == 0 and soft_weight == 0 else zero
         if hard_weight > 0:
             total = total + hard_weight * hard
         if soft_weight > 0:

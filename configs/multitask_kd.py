@@ -1,0 +1,30 @@
+# Multi-task KD at full size: the ResNet-50-FPN teacher (configs/teacher.py) distilled into the
+# MobileNetV3-FPN student on seg + det + cls, on the embedded synthetic set by default.
+# Per task: L_t = (1 - alpha) * hard + alpha * soft;  L = sum_t ratio * L_t (+ feature KD terms).
+# A batch without a task's labels trains that task on the teacher alone (total = soft).
+#   python tools/train.py configs/teacher.py                  # once: writes work_dirs/teacher/best.pth
+#   python tools/train.py configs/multitask_kd.py             # compare with configs/student_scratch.py
+_base_ = [
+    "_base_/models/student_mbv3-fpn.py",
+    "_base_/datasets/synthetic.py",
+    "_base_/schedules/adamw_cosine-24e.py",
+    "_base_/default_runtime.py",
+]
+model = dict(
+    _delete_=True,
+    type="Distiller",
+    student=_base_.model,                            # MobileNetV3-Large + 64-ch FPN, det strides 8/16/32
+    teacher_checkpoint="work_dirs/teacher/best.pth",  # trained by configs/teacher.py (ResNet-50 + FPN)
+    teacher=None,                                    # None = rebuild from the checkpoint's own model_config
+    tasks=dict(
+        seg=dict(alpha=0.5, ratio=1.0,               # pixelwise KL over kept (non-ignore) pixels
+                 loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
+        det=dict(alpha=0.5, ratio=1.0,               # raw-output MSE, weighted by teacher objectness
+                 loss=dict(type="DetOutputMSELoss", box=1.0, obj=1.0, cls=1.0, objectness_weighted=True)),
+        cls=dict(alpha=0.7, ratio=0.5,               # Hinton KD on the image-level logits
+                 loss=dict(type="LogitKDLoss", temperature=2.0)),
+    ),
+    feature_kd=[],  # e.g. [dict(student_level=1, teacher_level=1, loss=dict(type="FeatureKDLoss"), weight=1.0)]
+)
+train_dataloader = dict(batch_size=32, num_workers=8)  # per GPU, as in configs/student_scratch.py
+val_dataloader = dict(num_workers=8)
