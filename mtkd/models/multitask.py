@@ -74,11 +74,16 @@ class MultiTaskModel(nn.Module):
 
     def forward_loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """The engine's training call: the loss terms plus ``loss``, their sum."""
-        losses = self.loss(self(batch[IMG_KEY]), batch)
+        outputs = self(batch[IMG_KEY])
+        losses = self.loss(outputs, batch)
         if not losses:
             raise ValueError(f"the batch has labels for none of the model's tasks {self.tasks} "
                              f"(batch keys: {sorted(batch)})")
-        losses["loss"] = torch.stack(list(losses.values())).sum()
+        total = torch.stack(list(losses.values())).sum()
+        for task in self.tasks:  # unlabelled heads stay in the graph with a zero term: DDP needs every grad
+            if not self.has_labels(task, batch):
+                total = total + outputs[task].sum() * 0.0
+        losses["loss"] = total
         return losses
 
     def predict(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
