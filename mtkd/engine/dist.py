@@ -67,6 +67,36 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def reduce_device(tensor: torch.Tensor | None = None) -> torch.device:
+    """Where a reduction must run: the tensor's device, or the current GPU when the backend is NCCL."""
+    if is_dist() and dist.get_backend() == "nccl":
+        if tensor is not None and tensor.is_cuda:
+            return tensor.device
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """A reduced copy of ``tensor`` (``op``: ``"sum"`` or ``"max"``) on ``tensor``'s device."""
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    if op not in ops:
+        raise ValueError(f"all_reduce: op must be one of {sorted(ops)}, got {op!r}")
+    if not is_dist():
+        return tensor.clone()
+    reduced = tensor.to(reduce_device(tensor), copy=True)
+    dist.all_reduce(reduced, op=ops[op])
+    return reduced.to(tensor.device)
+
+
+def all_gather_objects(obj) -> list:
+    """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
+    if not is_dist():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average a dict of floats over ranks (same keys on every rank)."""
     if not is_dist() or not values:
