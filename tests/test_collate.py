@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from mtkd.data import collate
+
+
+def sample(n_boxes):
+    return {"img": torch.zeros(3, 8, 8), "seg": torch.zeros(8, 8, dtype=torch.long), "cls": torch.tensor(1),
+            "boxes": torch.zeros(n_boxes, 4), "labels": torch.zeros(n_boxes, dtype=torch.long), "meta": {"id": n_boxes}}
+
+
+def test_stacks_dense_keys_and_lists_per_image_keys():
+    batch = collate([sample(0), sample(3)])
+    assert batch["img"].shape == (2, 3, 8, 8) and batch["seg"].shape == (2, 8, 8) and batch["cls"].tolist() == [1, 1]
+    assert [b.shape[0] for b in batch["boxes"]] == [0, 3] and [m["id"] for m in batch["meta"]] == [0, 3]
+
+
+def test_mismatched_keys_and_shapes_are_errors():
+    partial = sample(1)
+    del partial["cls"]
+    with pytest.raises(KeyError, match="sample 1 has keys"):
+        collate([sample(1), partial])
+    other = sample(1)
+    other["img"] = torch.zeros(3, 4, 4)
+    with pytest.raises(ValueError, match="'img' tensors differ in shape"):
+        collate([sample(1), other])
