@@ -1,0 +1,89 @@
+import itertools
+
+import pytest
+import torch
+
+from mtkd.config import Config
+from mtkd.models import MultiTaskModel, check_distillable
+from mtkd.registry import MODELS
+
+CLASSES = {"seg": 5, "det": 3, "cls": 4}
+HEADS = {"seg": dict(type="SegHead", channels=16), "det": dict(type="DetHead", strides=(8, 16), channels=16),
+         "cls": dict(type="ClsHead")}
+BACKBONES = {
+    "timm": dict(type="TimmBackbone", name="resnet18", out_indices=(1, 2, 3)),
+    "seed": dict(type="SeedConvNet", channels=(8, 16, 32, 32), out_indices=(1, 2, 3)),
+}
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(("seg", "det", "cls"), r)]
+
+
+def make(backbone="seed", tasks=("seg", "det", "cls"), num_classes=CLASSES, **heads):
+    cfg = {t: dict(HEADS[t], **heads.get(t, {})) for t in tasks}
+    return MultiTaskModel(backbone=BACKBONES[backbone], neck=dict(type="FPN", out_channels=16), heads=cfg,
+                          num_classes=num_classes)
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("tasks", SUBSETS, ids=["+".join(s) for s in SUBSETS])
+def test_output_shapes_and_dtypes_for_every_task_subset(backbone, tasks):
+    model = make(backbone, tasks)
+    out = model(torch.randn(2, 3, 64, 64), with_feats=True)
+    assert set(out) == set(tasks) | {"feats"} and model.tasks == tasks
+    expected = {"seg": (2, 5, 16, 16), "det": (2, 8 * 8 + 4 * 4, 5 + 3), "cls": (2, 4)}
+    for task in tasks:
+        assert tuple(out[task].shape) == expected[task] and out[task].dtype == torch.float32
+    assert [f.shape[-1] for f in out["feats"]] == [16, 8, 4]
+
+
+def batch_for(tasks, b=2):
+    batch = {"img": torch.randn(b, 3, 64, 64)}
+    if "seg" in tasks:
+        batch["seg"] = torch.randint(0, 5, (b, 64, 64))
+    if "det" in tasks:
+        batch["boxes"] = [torch.tensor([[4.0, 4.0, 30.0, 40.0]])] * b
+        batch["labels"] = [torch.tensor([2])] * b
+    if "cls" in tasks:
+        batch["cls"] = torch.randint(0, 4, (b,))
+    return batch
+
+
+def test_loss_skips_tasks_without_labels_and_forward_loss_sums():
+    model = make()
+    losses = model.forward_loss(batch_for(("seg", "cls")))
+    assert set(losses) == {"seg/ce", "cls/ce", "loss"}
+    assert losses["loss"].item() == pytest.approx((losses["seg/ce"] + losses["cls/ce"]).item())
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in model.heads["det"].parameters())  # kept in the graph (DDP)
+    full = model.forward_loss(batch_for(("seg", "det", "cls")))
+    assert {"det/box", "det/obj", "det/cls"} <= set(full)
+    with pytest.raises(ValueError, match="labels for none"):
+        model.forward_loss({"img": torch.randn(1, 3, 64, 64)})
+
+
+def test_num_classes_come_from_data_and_disagreement_names_both_numbers():
+    assert make(num_classes=CLASSES).num_classes == CLASSES
+    with pytest.raises(ValueError, match="num_classes=7 but the data has 4 cls classes"):
+        make(cls=dict(num_classes=7))
+    with pytest.raises(ValueError, match="num_classes is not set"):
+        make(num_classes={"seg": 5, "det": 3})
+
+
+def test_predict_returns_per_image_results_in_input_pixels():
+    model = make().eval()
+    batch = batch_for(("seg", "det", "cls"))
+    preds = model.predict(model(batch["img"]), batch)
+    assert preds["seg"][0].shape == (64, 64) and preds["cls"].shape == (2, 4)
+    assert len(preds["det"]) == 2 and set(preds["det"][0]) == {"boxes", "scores", "labels"}
+
+
+def test_check_distillable_accepts_the_tiny_pair_and_names_each_difference():
+    tiny = {name: MODELS.build(Config.fromfile(f"configs/_base_/models/{name}.py").model, num_classes=CLASSES)
+            for name in ("teacher_r18-fpn_tiny", "student_seedcnn-fpn_tiny")}
+    check_distillable(tiny["teacher_r18-fpn_tiny"], tiny["student_seedcnn-fpn_tiny"])
+    teacher = make("timm")
+    with pytest.raises(ValueError, match=r"det: strides differs: teacher \[8, 16\], student \[8\]"):
+        check_distillable(teacher, make(det=dict(strides=(8,))))
+    with pytest.raises(ValueError, match="cls: num_classes differs: teacher 4, student 6"):
+        check_distillable(teacher, make(num_classes={**CLASSES, "cls": 6}))
+    with pytest.raises(ValueError, match="no head for the student's tasks"):
+        check_distillable(make(tasks=("seg",)), make(tasks=("seg", "cls")))
