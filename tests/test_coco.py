@@ -79,7 +79,9 @@ def bad_ann(**change):
 
 @pytest.mark.parametrize("anns, message", [
     (bad_ann(bbox=[20, 20, 30, 30]), "box outside the image"),
+    (bad_ann(bbox=[-5, 4, 10, 8]), "box outside the image"),
     (bad_ann(bbox=[6, 4, 0, 8]), "zero-area box"),
+    (bad_ann(bbox=[6, 4, 10, -1]), "zero-area box"),
     (bad_ann(category_id=9), "unknown category id"),
     (bad_ann(segmentation={"size": [16, 16], "counts": "0"}), "mask of the wrong size"),
 ])
@@ -91,26 +93,79 @@ def test_bad_annotations_raise_naming_file_and_id_or_are_skipped(tmp_path, anns,
     with caplog.at_level(logging.WARNING, logger="mtkd"):
         dataset = build(root, skip_invalid=True)
     assert len(dataset) == 1 and dataset.image_ids == [2]
-    assert "skipped 1 of 2 images" in caplog.text
+    assert "skipped 1 of 2 images" in caplog.text and message in caplog.text
 
 
-def test_missing_and_corrupt_images(tmp_path, caplog):
+@pytest.mark.parametrize("label", [5, -1, "1", None])
+def test_bad_image_label_raises_or_is_skipped(tmp_path, label):
+    images = [{"id": 1, "file_name": "a.png", "width": 32, "height": 32, "label": 1},
+              {"id": 2, "file_name": "b.png", "width": 32, "height": 32, "label": label}]
+    root = write_set(tmp_path, images=images)
+    with pytest.raises(InvalidSampleError, match="bad image label: image id 2 .*ann.json"):
+        build(root)
+    assert build(root, skip_invalid=True).image_ids == [1]
+    assert build(root, tasks=("seg", "det")).image_ids == [1, 2]  # the label only matters for cls
+
+
+def test_missing_unreadable_and_wrong_size_images_raise_or_are_skipped_at_start_up(tmp_path, caplog):
     root = write_set(tmp_path)
     (root / "img" / "b.png").unlink()
     with pytest.raises(InvalidSampleError, match="image file not found.*b.png"):
         build(root)
     with caplog.at_level(logging.WARNING, logger="mtkd"):
-        assert len(build(root, skip_invalid=True)) == 1
-    (root / "img" / "a.png").write_bytes(b"not a png")
-    with pytest.raises(InvalidSampleError, match="cannot read image .*a.png"):
-        build(root, skip_invalid=True)[0]
+        assert build(root, skip_invalid=True).image_ids == [1]
+    (root / "img" / "b.png").write_bytes(b"not a png")
+    with pytest.raises(InvalidSampleError, match="cannot read image.*b.png"):
+        build(root)
+    assert build(root, skip_invalid=True).image_ids == [1]
+    Image.new("RGB", (40, 32)).save(root / "img" / "b.png")
+    with pytest.raises(InvalidSampleError, match="image of the wrong size.*b.png is 40x32.*32x32"):
+        build(root)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mtkd"):
+        assert build(root, skip_invalid=True).image_ids == [1]
+    assert "skipped 1 of 2 images (skip_invalid=True): {'image of the wrong size': 1}" in caplog.text
+    (root / "img" / "a.png").unlink()
+    with pytest.raises(ValueError, match="no usable images"):
+        build(root, skip_invalid=True)
 
 
-def test_mask_dir_png_of_wrong_size(tmp_path):
+def test_truncated_image_is_an_error_naming_the_file_when_read(tmp_path):
     root = write_set(tmp_path)
-    (root / "masks").mkdir()
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "masks" / "a.png")
-    with pytest.raises(InvalidSampleError, match="mask of the wrong size.*a.png"):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(root / "img" / "a.png")
+    data = (root / "img" / "a.png").read_bytes()
+    (root / "img" / "a.png").write_bytes(data[:len(data) // 2])  # a valid header, half the pixels
+    dataset = build(root)
+    with pytest.raises(InvalidSampleError, match="cannot read image.*a.png"):
+        dataset[0]
+
+
+def write_masks(root, a_shape=(32, 32), a_value=2):
+    (root / "masks").mkdir(exist_ok=True)
+    mask = np.zeros(a_shape, np.uint8)
+    mask[0:5, 0:7] = a_value
+    mask[30:, 30:] = 255
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(root / "masks" / "b.png")
+    return mask
+
+
+def test_mask_dir_pngs_are_the_seg_labels(tmp_path):
+    root = write_set(tmp_path)
+    mask = write_masks(root)
+    dataset = build(root, mask_dir="masks")
+    assert torch.equal(dataset[0]["seg"], torch.from_numpy(mask).long()) and (dataset[1]["seg"] == 1).all()
+    assert dataset[0]["boxes"].tolist() == [[6, 4, 16, 12]]  # boxes still come from the json
+
+
+def test_mask_dir_png_of_wrong_size_or_with_unknown_classes(tmp_path):
+    root = write_set(tmp_path)
+    write_masks(root, a_shape=(16, 16))
+    with pytest.raises(InvalidSampleError, match="mask of the wrong size.*a.png is 16x16.*image id 1"):
+        build(root, mask_dir="masks")
+    assert build(root, mask_dir="masks", skip_invalid=True).image_ids == [2]
+    write_masks(root, a_value=7)  # seg has 3 classes: 0..2, and 255
+    with pytest.raises(InvalidSampleError, match=r"bad mask.*a.png holds values \[7\]"):
         build(root, mask_dir="masks")[0]
 
 
@@ -120,3 +175,37 @@ def test_invalid_and_missing_json(tmp_path):
         build(tmp_path)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         CocoMultiTaskDataset(tmp_path, "nope.json", "img")
+    (tmp_path / "ann.json").write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(ValueError, match="no 'categories' list"):
+        build(tmp_path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["annotations"][0].pop("bbox"), r"annotations id 10 lacks \['bbox'\]"),
+    (lambda c: c["annotations"][0].update(image_id=9), "annotation id 10 refers to image id 9"),
+    (lambda c: c["images"][1].update(id=1), r"images ids \[1\] appear more than once"),
+    (lambda c: c["image_categories"][1].update(id=5), "'image_categories' ids must be 0..1"),
+])
+def test_inconsistent_json_is_an_error_naming_the_entry(tmp_path, edit, message):
+    root = write_set(tmp_path)
+    content = json.loads((root / "ann.json").read_text())
+    edit(content)
+    (root / "ann.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        build(root)
+
+
+def test_eval_pipeline_meta_maps_original_boxes_onto_input_boxes_exactly(tmp_path):
+    root = write_set(tmp_path)
+    pipeline = [dict(type="HorizontalFlip", p=1.0), dict(type="LongestMaxSize", max_size=48),
+                dict(type="PadIfNeeded", min_height=64, min_width=64, position="center", fill_mask=255)]
+    sample = build(root, pipeline=pipeline)[0]
+    meta = sample["meta"]
+    assert meta["flip"] is True and meta["img_size"] == (64, 64) and meta["ori_size"] == (32, 32)
+    (sx, sy), (ox, oy) = meta["scale_factor"], meta["offset"]
+    x0, y0, x1, y1 = 6, 4, 16, 12   # the square, mirrored in the 32 px wide original, then scaled and shifted
+    expected = [(32 - x1) * sx + ox, y0 * sy + oy, (32 - x0) * sx + ox, y1 * sy + oy]
+    assert sample["boxes"][0].tolist() == pytest.approx(expected, abs=1e-4)
+    assert (sx, sy, ox, oy) == pytest.approx((1.5, 1.5, 8.0, 8.0))
+    ys, xs = torch.nonzero(sample["seg"] == 1, as_tuple=True)
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(expected, abs=1)

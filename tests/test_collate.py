@@ -15,11 +15,20 @@ def test_stacks_dense_keys_and_lists_per_image_keys():
     assert [b.shape[0] for b in batch["boxes"]] == [0, 3] and [m["id"] for m in batch["meta"]] == [0, 3]
 
 
+def test_only_present_tasks_are_collated():
+    samples = [sample(2), sample(1)]
+    for s in samples:
+        del s["seg"], s["cls"]
+    assert set(collate(samples)) == {"img", "boxes", "labels", "meta"}
+
+
 def test_mismatched_keys_and_shapes_are_errors():
     partial = sample(1)
     del partial["cls"]
-    with pytest.raises(KeyError, match="sample 1 has keys"):
-        collate([sample(1), partial])
+    with pytest.raises(KeyError, match="key 'cls' is in sample 0 but not in sample 2"):
+        collate([sample(1), sample(2), partial])
+    with pytest.raises(KeyError, match="key 'cls' is in sample 1 but not in sample 0"):
+        collate([partial, sample(2)])
     other = sample(1)
     other["img"] = torch.zeros(3, 4, 4)
     with pytest.raises(ValueError, match="'img' tensors differ in shape"):

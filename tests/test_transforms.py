@@ -35,15 +35,30 @@ def test_geometric_transforms_keep_boxes_on_their_objects(steps):
         assert box == pytest.approx(mask_box(out["mask"], label + 1), abs=1.01)
 
 
-def test_scale_and_offset_map_original_boxes_to_input_boxes_exactly():
+@pytest.mark.parametrize("steps, expected", [
+    ([dict(type="LongestMaxSize", max_size=128),
+      dict(type="PadIfNeeded", min_height=128, min_width=128, position="center", fill_mask=255)],
+     dict(scale=(2.0, 2.0), offset=(0.0, 16.0), flip=False, vflip=False)),
+    ([dict(type="HorizontalFlip", p=1.0), dict(type="Resize", height=96, width=128)],
+     dict(scale=(2.0, 2.0), offset=(0.0, 0.0), flip=True, vflip=False)),
+    ([dict(type="VerticalFlip", p=1.0), dict(type="CenterCrop", height=40, width=60)],
+     dict(scale=(1.0, 1.0), offset=(-2.0, -4.0), flip=False, vflip=True)),
+])
+def test_scale_and_offset_map_original_boxes_to_input_boxes_exactly(steps, expected):
     image, mask, boxes, labels = scene()
-    steps = [dict(type="LongestMaxSize", max_size=128),
-             dict(type="PadIfNeeded", min_height=128, min_width=128, position="center", fill_mask=255)]
     out = Pipeline(steps)(image, mask, boxes, labels)
     (sx, sy), (ox, oy) = out["scale_factor"], out["offset"]
-    mapped = boxes * [sx, sy, sx, sy] + [ox, oy, ox, oy]
-    assert out["boxes"] == pytest.approx(mapped, abs=1e-4)
-    assert (sx, sy) == pytest.approx((2.0, 2.0)) and oy > 0 and out["flip"] is False
+    assert (sx, sy, ox, oy) == pytest.approx((*expected["scale"], *expected["offset"]))
+    assert (out["flip"], out["vflip"]) == (expected["flip"], expected["vflip"])
+    height, width = image.shape[:2]
+    mirrored = boxes.copy()
+    if out["flip"]:
+        mirrored[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if out["vflip"]:
+        mirrored[:, [1, 3]] = height - boxes[:, [3, 1]]
+    mapped = mirrored * [sx, sy, sx, sy] + [ox, oy, ox, oy]
+    in_h, in_w = out["image"].shape[:2]
+    assert out["boxes"] == pytest.approx(mapped.clip(0, [in_w, in_h, in_w, in_h]), abs=1e-4)
 
 
 def test_same_seed_same_augmentation_other_seed_other():
@@ -51,8 +66,12 @@ def test_same_seed_same_augmentation_other_seed_other():
     pipe = Pipeline([dict(type="Affine", scale=(0.5, 1.5), rotate=(-30, 30), p=1.0), dict(type="Normalize")])
     a = pipe(image, mask, boxes, labels, seed=sample_seed(0, 0, 5))["image"]
     b = pipe(image, mask, boxes, labels, seed=sample_seed(0, 0, 5))["image"]
-    c = pipe(image, mask, boxes, labels, seed=sample_seed(0, 1, 5))["image"]
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    other_epoch = pipe(image, mask, boxes, labels, seed=sample_seed(0, 1, 5))["image"]
+    other_index = pipe(image, mask, boxes, labels, seed=sample_seed(0, 0, 6))["image"]
+    other_seed = pipe(image, mask, boxes, labels, seed=sample_seed(1, 0, 5))["image"]
+    assert np.array_equal(a, b)
+    assert not any(np.array_equal(a, c) for c in (other_epoch, other_index, other_seed))
+    assert len({sample_seed(s, e, i) for s in range(3) for e in range(3) for i in range(3)}) == 27
 
 
 def test_registry_holds_albumentations_and_nested_compositions_build():

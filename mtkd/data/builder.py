@@ -1,8 +1,10 @@
 """Datasets and data loaders from config."""
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
@@ -29,6 +31,7 @@ class ShardSampler(Sampler):
 
 
 def build_dataset(cfg: Mapping):
+    """A dataset from ``dict(type=..., **kwargs)`` registered in DATASETS."""
     return DATASETS.build(cfg)
 
 
@@ -37,7 +40,7 @@ def build_dataloader(cfg: Mapping, distributed: bool = False, seed: int = 0) -> 
 
     Shuffled loaders use a DistributedSampler (one replica when not distributed) seeded by ``seed``: the
     order of epoch e is a function of (seed, e) after ``sampler.set_epoch(e)``. Unshuffled loaders shard
-    without padding. Augmentation draws from (seed, epoch, index) inside the dataset.
+    without padding (evaluation). Augmentation draws from (seed, epoch, index) inside the dataset.
     """
     unknown = set(cfg) - LOADER_KEYS
     if unknown:
@@ -47,22 +50,29 @@ def build_dataloader(cfg: Mapping, distributed: bool = False, seed: int = 0) -> 
     dataset = build_dataset(cfg["dataset"])
     dataset.seed = seed
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    drop_last = bool(cfg.get("drop_last", False))
     if cfg.get("shuffle", False):
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=bool(cfg.get("drop_last", False)))
+                                     drop_last=drop_last)
     else:
         sampler = ShardSampler(len(dataset), rank, world)
     num_workers = int(cfg.get("num_workers", 2))
+    fork = num_workers > 0 and _has_fork()
     return DataLoader(
         dataset, batch_size=int(cfg.get("batch_size", 16)), sampler=sampler, num_workers=num_workers,
-        collate_fn=collate, pin_memory=cfg.get("pin_memory", torch.cuda.is_available()),
-        drop_last=bool(cfg.get("drop_last", False)), generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_single_threaded, persistent_workers=False, multiprocessing_context="fork" if num_workers > 0 and _has_fork() else None)
+        collate_fn=collate, pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
+        drop_last=drop_last, generator=torch.Generator().manual_seed(seed), worker_init_fn=_init_worker,
+        # Workers are not persistent: each epoch's workers get a copy of the dataset after set_epoch().
+        persistent_workers=False, multiprocessing_context="fork" if fork else None)
 
 
-def _single_threaded(worker_id: int) -> None:
-    """Loader workers decode and augment one sample at a time: no thread pools fighting the main process."""
+def _init_worker(worker_id: int) -> None:
+    """Seed numpy and random from torch's per-worker seed (itself from the loader's seeded generator),
+    and keep each worker single-threaded so workers do not fight the main process for cores."""
     import cv2
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
 

@@ -15,8 +15,9 @@ def collate(samples: Sequence[dict]) -> dict:
         raise ValueError("collate: empty list of samples")
     keys = set(samples[0])
     for i, sample in enumerate(samples[1:], 1):
-        if set(sample) != keys:
-            raise KeyError(f"collate: sample {i} has keys {sorted(sample)} but sample 0 has {sorted(keys)}; "
+        for key in sorted(keys ^ set(sample)):
+            has, lacks = (0, i) if key in keys else (i, 0)
+            raise KeyError(f"collate: key {key!r} is in sample {has} but not in sample {lacks} of the batch; "
                            f"every sample of a dataset must carry the same tasks")
     batch = {}
     for key in keys:

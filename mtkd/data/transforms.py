@@ -4,6 +4,8 @@ A pipeline is a list of dicts, e.g. ``[dict(type="HorizontalFlip", p=0.5), dict(
 width=128), dict(type="Normalize")]``; compositions nest (``dict(type="OneOf", transforms=[...])``).
 :class:`Pipeline` keeps image, mask and boxes consistent (``BboxParams(format="pascal_voc")``) and reports
 the exact mapping from original to input pixels by carrying two reference keypoints through the transforms.
+That mapping is exact for resizing, padding, cropping and flips (the evaluation pipelines); rotations and
+shears (train pipelines) leave it approximate.
 """
 from __future__ import annotations
 
@@ -20,6 +22,30 @@ from mtkd.registry import TRANSFORMS
 for _name, _obj in vars(A).items():
     if inspect.isclass(_obj) and issubclass(_obj, (A.BasicTransform, A.BaseCompose)) and not _name.startswith("_"):
         TRANSFORMS.register_module(name=_name, module=_obj)
+
+
+@TRANSFORMS.register_module(force=True)
+class HorizontalFlip(A.HorizontalFlip):
+    """albumentations' HorizontalFlip, with keypoints in the boxes' convention ``x -> W - x``.
+
+    albumentations flips keypoints as pixel indices (``W - 1 - x``) but boxes as coordinates (``W - x``);
+    the pipeline measures its mapping with keypoints, so they must move like the boxes.
+    """
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, **params) -> np.ndarray:
+        flipped = super().apply_to_keypoints(keypoints, **params)
+        flipped[:, 0] += 1.0
+        return flipped
+
+
+@TRANSFORMS.register_module(force=True)
+class VerticalFlip(A.VerticalFlip):
+    """albumentations' VerticalFlip, with keypoints in the boxes' convention ``y -> H - y``."""
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, **params) -> np.ndarray:
+        flipped = super().apply_to_keypoints(keypoints, **params)
+        flipped[:, 1] += 1.0
+        return flipped
 
 
 def build_transform(cfg: Mapping):
@@ -39,8 +65,9 @@ def sample_seed(base_seed: int, epoch: int, index: int) -> int:
 class Pipeline:
     """Runs a list of transforms on an RGB ``uint8 [H, W, 3]`` image with optional mask and boxes.
 
-    Returns the transformed arrays and the mapping ``input_xy = original_xy * scale + offset`` (per axis)
-    with a ``flip`` flag, measured on two keypoints carried through the same transforms.
+    Returns the transformed arrays and the mapping ``input_xy = original_xy * scale + offset`` (per axis),
+    applied after mirroring the original when ``flip`` (horizontal) or ``vflip`` (vertical) is set; it is
+    measured on the image corners ``(0, 0)`` and ``(W, H)`` carried through the same transforms as keypoints.
     """
 
     def __init__(self, transforms: Sequence[Mapping], min_visibility: float = 0.0, min_area: float = 1.0):
@@ -79,6 +106,7 @@ class Pipeline:
             "scale_factor": (float(abs(scale[0])), float(abs(scale[1]))),
             "offset": (float(min(x0, x1)), float(min(y0, y1))),
             "flip": bool(scale[0] < 0),
+            "vflip": bool(scale[1] < 0),
         }
 
     def normalization(self) -> tuple[tuple, tuple]:
