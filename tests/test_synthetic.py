@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_utils
 
 from mtkd.data import CocoMultiTaskDataset, make_synthetic_dataset
 from mtkd.data.synthetic import SHAPES, render_scene
@@ -13,6 +12,12 @@ from mtkd.data.synthetic import SHAPES, render_scene
 def digest(root):
     return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def mask_box(mask):
+    """xyxy of a binary mask's pixels, box-convention (right/bottom edges exclusive)."""
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
@@ -36,11 +41,14 @@ def test_round_trip_gives_back_the_drawn_masks_boxes_and_label(tiny_synthetic):
             drawn = obj["mask"].astype(bool)
             assert (decoded & drawn).sum() / (decoded | drawn).sum() > 0.99
             assert ann["category_id"] == obj["class_id"] + 1
-            ys, xs = np.nonzero(drawn)
-            assert ann["bbox"] == pytest.approx([xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()])
+            x0, y0, x1, y1 = mask_box(drawn)
+            assert ann["bbox"] == pytest.approx([x0, y0, x1 - x0, y1 - y0])
             semantic[drawn] = obj["class_id"] + 1
         sample = dataset[index]
         assert torch.equal(sample["seg"], torch.from_numpy(semantic))
+        drawn_boxes = [mask_box(obj["mask"]) for obj in objects]
+        assert sample["boxes"].tolist() == drawn_boxes   # no augmentation: input pixels are drawn pixels
+        assert sample["labels"].tolist() == [obj["class_id"] for obj in objects]
         assert int(sample["cls"]) == label == dataset.coco.imgs[image_id]["label"]
         areas = np.bincount([o["class_id"] for o in objects], weights=[o["mask"].sum() for o in objects],
                             minlength=len(SHAPES))
