@@ -5,6 +5,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -195,3 +196,21 @@ def test_bad_input_is_refused_with_a_message(data):
                       {"meta": [{k: v for k, v in meta.items() if k != "offset"}]})
     with pytest.raises(ValueError, match="must match"):
         metric.update([{"boxes": boxes, "scores": scores[:1], "labels": labels}], {"meta": [meta]})
+
+
+@pytest.mark.parametrize("steps", [
+    [dict(type="Resize", height=96, width=80)],
+    [dict(type="HorizontalFlip", p=1.0), dict(type="Resize", height=128, width=128)],
+    [dict(type="VerticalFlip", p=1.0), dict(type="LongestMaxSize", max_size=100),
+     dict(type="PadIfNeeded", min_height=112, min_width=112, position="center")],
+])
+def test_pipeline_meta_and_metric_mapping_agree(steps):
+    """Boxes sent through a real data pipeline come back to the original boxes through the metric's mapping."""
+    from mtkd.data.transforms import Pipeline
+    from mtkd.evaluation.det import boxes_to_original
+    image = np.zeros((48, 64, 3), np.uint8)
+    boxes = np.array([[8, 5, 30, 20], [35, 25, 60, 45]], np.float32)
+    out = Pipeline(steps)(image, None, boxes, np.array([0, 1]))
+    meta = {"ori_size": (48, 64), "scale_factor": out["scale_factor"], "offset": out["offset"], "flip": out["flip"],
+            "vflip": out.get("vflip", False)}
+    assert boxes_to_original(out["boxes"].astype(np.float64), meta) == pytest.approx(boxes, abs=1e-3)

@@ -16,7 +16,8 @@ META_KEYS = ("image_id", "ori_size", "scale_factor", "offset")
 def boxes_to_original(boxes: np.ndarray, meta: dict) -> np.ndarray:
     """Map xyxy ``[K, 4]`` from input to original pixels, clipped to ``ori_size``.
 
-    The pipeline records ``input = original * scale_factor + offset`` per axis, mirrored when ``flip``.
+    The pipeline records ``input = original * scale_factor + offset`` per axis, mirrored when ``flip``
+    (horizontal) or ``vflip`` (vertical).
     """
     scale = np.asarray(meta["scale_factor"], np.float64).reshape(2)
     offset = np.asarray(meta["offset"], np.float64).reshape(2)
@@ -24,6 +25,8 @@ def boxes_to_original(boxes: np.ndarray, meta: dict) -> np.ndarray:
     out = (boxes - np.tile(offset, 2)) / np.tile(scale, 2)
     if meta.get("flip", False):
         out = np.stack([width - out[:, 2], out[:, 1], width - out[:, 0], out[:, 3]], axis=1)
+    if meta.get("vflip", False):
+        out = np.stack([out[:, 0], height - out[:, 3], out[:, 2], height - out[:, 1]], axis=1)
     return out.clip(0, [width, height, width, height])
 
 
