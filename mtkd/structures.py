@@ -7,7 +7,8 @@ Batch (what the data loader yields; a task's keys are absent when the dataset ha
     labels  list of B long [Ni]
     cls     long  [B]
     meta    list of B dicts: image_id, file_name, ori_size (H, W), img_size (h, w),
-            scale_factor (sx, sy) and offset (ox, oy) with input = original * scale + offset, flip (bool)
+            scale_factor (sx, sy) and offset (ox, oy) with input = original * scale + offset, where the
+            original is first mirrored (x -> W - x) when flip and (y -> H - y) when vflip
 
 Model output (``model(img)`` in train and eval mode alike; keys are the configured tasks):
     seg     logits [B, Cs, h, w] at any stride
