@@ -19,7 +19,9 @@ class FCOSAssigner:
     level's scale range; a point with several such boxes takes the smallest. ``scale_ranges`` default to
     FCOS's ``(0, 64), (64, 128), ..., (., inf)``: level ``k`` ends at ``8 * stride_k``, the last is open.
     A box no point claims (smaller than a stride, or cut by the ranges) gets the point nearest its center
-    on the level whose range holds half its longer side, so every box trains some point (as ATSS ensures).
+    on the level whose range holds (or, with custom ranges that leave a gap, lies nearest) half its longer
+    side, among points that are free or held by a larger box; smaller boxes choose first, so that every box
+    trains some point (as ATSS ensures).
     """
 
     def __init__(self, strides: Sequence[int], center_radius: float = 2.5,
@@ -78,16 +80,19 @@ class FCOSAssigner:
     @staticmethod
     def _claim_unmatched(assigned: torch.Tensor, points: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                          gt_boxes: torch.Tensor, area: torch.Tensor) -> None:
-        """Give each box that no point took the nearest point on its level (in place on ``assigned``)."""
+        """Give each box that no point took the nearest free point on its level, or one a larger box holds."""
         matched = torch.zeros(len(gt_boxes), dtype=torch.bool, device=assigned.device)
         matched[assigned[assigned >= 0]] = True
-        for gt in torch.nonzero(~matched).flatten().tolist():
+        unmatched = torch.nonzero(~matched).flatten()
+        for gt in unmatched[area[unmatched].argsort(stable=True)].tolist():  # smallest first: it keeps its point
             x1, y1, x2, y2 = gt_boxes[gt].tolist()
             half_side = max(x2 - x1, y2 - y1) / 2
-            level = (low <= half_side) & (half_side <= high)
+            gap = (low - half_side).clamp(min=0) + (half_side - high).clamp(min=0)  # 0 where the range holds it
+            level = gap == gap.min()  # custom ranges with a gap: the level whose range is nearest
+            owner_area = torch.where(assigned >= 0, area[assigned.clamp(min=0)], torch.full_like(low, math.inf))
+            free = level & (owner_area > area[gt])
+            if not bool(free.any()):  # every point of the level belongs to a smaller box
+                continue
             center = points.new_tensor([(x1 + x2) / 2, (y1 + y2) / 2])
-            dist = ((points - center) ** 2).sum(dim=1).masked_fill(~level, math.inf)
-            point = int(dist.argmin())
-            owner = int(assigned[point])
-            if owner < 0 or area[gt] < area[owner]:
-                assigned[point] = gt
+            dist = ((points - center) ** 2).sum(dim=1).masked_fill(~free, math.inf)
+            assigned[int(dist.argmin())] = gt

@@ -5,6 +5,7 @@ can be built from them, like timm's ``feature_info``.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,7 +75,7 @@ class TimmBackbone(nn.Module):
                  checkpoint: str | None = None, **timm_kwargs):
         super().__init__()
         if not timm.is_model(name):
-            close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+            close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5, cutoff=0.6)
             raise ValueError(f"TimmBackbone: unknown timm model name {name!r}"
                              + (f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"))
         self.body = timm.create_model(name, pretrained=pretrained, features_only=True,
@@ -91,7 +92,9 @@ class TimmBackbone(nn.Module):
 @MODELS.register_module()
 class SeedConvNet(nn.Module):
     """The student CNN of the original classification recipe as a backbone: four Conv3x3-BN-ReLU-MaxPool2
-    blocks (strides 2, 4, 8, 16); ``out_indices`` picks which block outputs are returned.
+    blocks (strides 2, 4, 8, 16); ``out_indices`` picks which block outputs are returned. Blocks after the
+    last returned one are not built (they would hold parameters that never get a gradient, which DDP
+    refuses and parameter counts would include).
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), out_indices: Sequence[int] = (1, 2, 3),
@@ -104,7 +107,7 @@ class SeedConvNet(nn.Module):
         if bad or not out_indices or out_indices != sorted(set(out_indices)):
             raise ValueError(f"SeedConvNet: out_indices must be increasing block indices in "
                              f"[0, {len(channels) - 1}] (one per block of channels={channels}), got {out_indices}")
-        widths = [in_channels, *channels]
+        widths = [in_channels, *channels[: out_indices[-1] + 1]]
         self.blocks = nn.ModuleList(_conv_block(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:]))
         self.out_indices = out_indices
         self.out_channels: list[int] = [channels[i] for i in out_indices]
@@ -114,7 +117,7 @@ class SeedConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for index, block in enumerate(self.blocks[: self.out_indices[-1] + 1]):
+        for index, block in enumerate(self.blocks):
             x = block(x)
             if index in self.out_indices:
                 outs.append(x)
