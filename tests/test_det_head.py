@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtkd.models import DetHead, FCOSAssigner
+from mtkd.models import DetHead
 
 IN = dict(in_channels=[8, 8], in_strides=[8, 16])
 
@@ -59,25 +59,73 @@ def test_image_without_objects_gives_finite_losses_and_no_positives():
     assert losses["box"].item() == 0 and losses["cls"].item() == 0 and math.isfinite(losses["obj"].item())
 
 
-def test_assigner_center_sampling_scale_ranges_and_smallest_area():
-    assigner = FCOSAssigner(strides=(8, 16), center_radius=1.5, scale_ranges=((0, 24), (24, math.inf)))
-    points = torch.tensor([[20.0, 20.0], [20.0, 20.0], [60.0, 60.0]])
-    strides = torch.tensor([8, 16, 8])
-    small, big = [12.0, 12.0, 28.0, 28.0], [0.0, 0.0, 64.0, 64.0]
-    assigned = assigner.assign(points, strides, torch.tensor([big, small]))
-    assert assigned[0].item() == 1   # stride 8 point: the small box (max distance 8 in range, smaller area)
-    assert assigned[1].item() == 0   # stride 16 point: only the big box's distances fit its range... and center
-    with pytest.raises(ValueError, match="strides \\[4\\]"):
-        assigner.assign(points, torch.tensor([4, 8, 8]), torch.tensor([small]))
-
-
-def test_assigner_gives_a_tiny_box_the_nearest_point():
-    assigner = FCOSAssigner(strides=(8,))
-    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0]])
-    assigned = assigner.assign(points, torch.tensor([8, 8, 8]), torch.tensor([[9.0, 2.0, 11.0, 5.0]]))
-    assert assigned.tolist() == [-1, 0, -1]
-
-
 def test_missing_neck_stride_is_an_error():
     with pytest.raises(ValueError, match="strides \\[32\\] are not among"):
         DetHead(**IN, num_classes=3, strides=(8, 32))
+
+
+def test_box_encoding_round_trip_and_points_order():
+    det = head()
+    points, strides = det.points((40, 24))  # not multiples of 16: ceil sizes 5x3 and 3x2
+    assert len(points) == det.num_points((40, 24)) == 5 * 3 + 3 * 2
+    assert points[:4].tolist() == [[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0]]  # row-major, centers
+    assert points[15].tolist() == [8.0, 8.0] and strides[15].item() == 16
+    gen = torch.Generator().manual_seed(0)
+    ltrb = 1 + torch.rand(len(points), 4, generator=gen) * 30
+    boxes = torch.cat([points - ltrb[:, :2], points + ltrb[:, 2:]], dim=1)
+    decoded = det.decode_boxes((ltrb / strides[:, None]).log(), points, strides)
+    assert torch.allclose(decoded, boxes, atol=1e-4)
+
+
+def test_raw_rows_match_num_points_for_sizes_not_divisible_by_the_stride():
+    from mtkd.models import MultiTaskModel
+
+    model = MultiTaskModel(backbone=dict(type="SeedConvNet", channels=(8, 8, 8, 8), out_indices=(1, 2, 3)),
+                           neck=dict(type="FPN", out_channels=8, num_extra_levels=1),
+                           heads=dict(det=dict(type="DetHead", channels=8)), num_classes={"det": 3})
+    img = torch.randn(1, 3, 70, 50)
+    raw = model(img)["det"]
+    assert raw.shape == (1, model.heads["det"].num_points((70, 50)), 8)
+    batch = {"img": img, "boxes": [torch.tensor([[3.0, 5.0, 40.0, 60.0]])], "labels": [torch.tensor([2])]}
+    assert all(torch.isfinite(v) for v in model.loss({"det": raw}, batch).values())
+    with pytest.raises(ValueError, match="does not fit"):
+        model.heads["det"].loss(raw, {**batch, "img": torch.randn(1, 3, 64, 64)})
+
+
+def test_bad_targets_are_errors_that_say_what_is_wrong():
+    det = head()
+    raw = det([torch.randn(2, 8, 8, 8), torch.randn(2, 8, 4, 4)])
+    good = {"img": torch.zeros(2, 3, 64, 64), "boxes": [torch.tensor([[8.0, 8.0, 40.0, 40.0]])] * 2,
+            "labels": [torch.tensor([1])] * 2}
+    with pytest.raises(ValueError, match="one entry per image"):
+        det.loss(raw, {**good, "boxes": good["boxes"][:1], "labels": good["labels"][:1]})
+    with pytest.raises(ValueError, match="x2 > x1"):
+        det.loss(raw, {**good, "boxes": [torch.tensor([[40.0, 8.0, 8.0, 40.0]])] * 2})
+    with pytest.raises(ValueError, match=r"class ids \[3\]"):
+        det.loss(raw, {**good, "labels": [torch.tensor([3])] * 2})
+    with pytest.raises(ValueError, match="box_loss"):
+        head(box_loss="iou")
+    with pytest.raises(ValueError, match="unknown terms \\['bbox'\\]"):
+        head(loss_weights=dict(bbox=1.0))
+
+
+def test_loss_terms_follow_the_formulas():
+    """One positive point: box = w * GIoU loss, cls = w * BCE summed over classes, obj = BCE over all points."""
+    from torchvision.ops import generalized_box_iou_loss
+    det = head(loss_weights=dict(box=2.0, obj=1.0, cls=1.0))
+    points, strides = det.points((64, 64))
+    gt = torch.tensor([[16.0, 16.0, 22.0, 22.0]])  # smaller than a stride: exactly one point (nearest center)
+    batch = {"img": torch.zeros(1, 3, 64, 64), "boxes": [gt], "labels": [torch.tensor([1])]}
+    assigned = det.assigner.assign(points, strides, gt)
+    (pos,) = torch.nonzero(assigned >= 0).flatten().tolist()
+    raw = torch.randn(1, len(points), 8, generator=torch.Generator().manual_seed(0))
+    losses = det.loss(raw, batch)
+    pred = det.decode_boxes(raw[0, pos:pos + 1, :4], points[pos:pos + 1], strides[pos:pos + 1])
+    assert losses["box"].item() == pytest.approx(2.0 * generalized_box_iou_loss(pred, gt).item(), rel=1e-5)
+    cls_target = torch.tensor([0.0, 1.0, 0.0])
+    assert losses["cls"].item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(raw[0, pos, 5:], cls_target, reduction="sum").item(), rel=1e-5)
+    obj_target = torch.zeros(len(points))
+    obj_target[pos] = 1
+    assert losses["obj"].item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(raw[0, :, 4], obj_target, reduction="sum").item(), rel=1e-5)

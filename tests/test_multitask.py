@@ -87,3 +87,59 @@ def test_check_distillable_accepts_the_tiny_pair_and_names_each_difference():
         check_distillable(teacher, make(num_classes={**CLASSES, "cls": 6}))
     with pytest.raises(ValueError, match="no head for the student's tasks"):
         check_distillable(make(tasks=("seg",)), make(tasks=("seg", "cls")))
+
+
+class MeanDepthHead(torch.nn.Module):
+    """A task the model has never heard of and that has no classes: mean depth regression."""
+
+    batch_keys = ("depth",)
+
+    def __init__(self, in_channels, in_strides):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels[-1], 1)
+
+    def forward(self, feats):
+        return self.fc(feats[-1].mean(dim=(2, 3))).squeeze(1)
+
+    def loss(self, raw, batch):
+        return {"l1": (raw - batch["depth"]).abs().mean()}
+
+    def predict(self, raw, batch):
+        return raw
+
+    def output_signature(self):
+        return {"output": "depth [B]"}
+
+
+def test_any_task_name_and_a_head_without_classes():
+    model = MultiTaskModel(BACKBONES["seed"], dict(type="FPN", out_channels=16),  # positional: backbone, neck, heads
+                           {"depth": dict(type=MeanDepthHead), "shape": dict(HEADS["cls"])},
+                           num_classes={"shape": 4})
+    assert model.tasks == ("depth", "shape") and model.num_classes == {"shape": 4}
+    batch = {"img": torch.randn(2, 3, 64, 64), "depth": torch.tensor([1.0, 2.0])}
+    assert set(model.forward_loss(batch)) == {"depth/l1", "loss"}  # "shape" (a ClsHead) reads batch["cls"]
+    losses = model.forward_loss({**batch, "cls": torch.tensor([0, 3])})
+    assert set(losses) == {"depth/l1", "shape/ce", "loss"}
+    assert losses["loss"].item() == pytest.approx(losses["depth/l1"].item() + losses["shape/ce"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="'feats' cannot name a task"):
+        MultiTaskModel(BACKBONES["seed"], None, {"feats": HEADS["cls"]}, num_classes={"feats": 3})
+    with pytest.raises(ValueError, match="at least one head"):
+        MultiTaskModel(BACKBONES["seed"], None, {})
+
+
+def test_identity_neck_is_the_default_and_heads_read_backbone_maps():
+    model = MultiTaskModel(backbone=dict(type="SeedConvNet", channels=(8, 16, 32, 64), out_indices=(1, 2, 3)),
+                           heads={"cls": HEADS["cls"]}, num_classes=CLASSES)
+    assert model.neck.strides == [4, 8, 16] and model.heads["cls"].fc.in_features == 64
+
+
+def test_check_distillable_refuses_what_is_not_a_multitask_model():
+    with pytest.raises(TypeError, match="teacher must be a MultiTaskModel"):
+        check_distillable(torch.nn.Linear(2, 2), make())
+
+
+def test_full_size_pair_is_distillable():
+    with torch.device("meta"):  # shapes only: nothing allocated or computed
+        full = {name: MODELS.build(Config.fromfile(f"configs/_base_/models/{name}.py").model, num_classes=CLASSES)
+                for name in ("teacher_r50-fpn", "student_mbv3-fpn")}
+    check_distillable(full["teacher_r50-fpn"], full["student_mbv3-fpn"])

@@ -1,6 +1,7 @@
 """The multi-task model: backbone -> neck -> one head per task, returning a dict of raw outputs."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,17 @@ def resolve_num_classes(task: str, head_cfg: Mapping, num_classes: Mapping[str, 
     return cfg
 
 
+def _takes_num_classes(head_cfg: Mapping) -> bool:
+    """Whether the head class has a ``num_classes`` argument (a regression head, e.g. depth, has none)."""
+    head_type = head_cfg.get("type") if isinstance(head_cfg, Mapping) else None
+    if isinstance(head_type, str):
+        head_type = MODELS.get(head_type) if head_type in MODELS else None
+    try:
+        return "num_classes" in inspect.signature(head_type).parameters
+    except (TypeError, ValueError):  # no class to read: MODELS.build reports the bad cfg or type
+        return True
+
+
 @MODELS.register_module()
 class MultiTaskModel(nn.Module):
     """``forward(img [B, 3, H, W]) -> {task: raw}`` for any set of task heads over a shared backbone + neck.
@@ -34,20 +46,24 @@ class MultiTaskModel(nn.Module):
     (``num_classes={task: int}``). The model never branches on a task's name: a new task is a new head.
     """
 
-    def __init__(self, backbone: Mapping, heads: Mapping[str, Mapping], neck: Mapping | None = None,
+    def __init__(self, backbone: Mapping, neck: Mapping | None = None, heads: Mapping[str, Mapping] | None = None,
                  num_classes: Mapping[str, int] | None = None):
         super().__init__()
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head, e.g. heads=dict(cls=dict(type='ClsHead'))")
+        if FEATS_KEY in heads:
+            raise ValueError(f"MultiTaskModel: {FEATS_KEY!r} cannot name a task: forward(with_feats=True) returns "
+                             f"the neck's maps under that key (tasks: {list(heads)})")
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(dict(neck or dict(type="IdentityNeck")),
                                  in_channels=self.backbone.out_channels, in_strides=self.backbone.strides)
         self.heads = nn.ModuleDict({
-            task: MODELS.build(resolve_num_classes(task, cfg, num_classes),
+            task: MODELS.build(resolve_num_classes(task, cfg, num_classes) if _takes_num_classes(cfg) else cfg,
                                in_channels=self.neck.out_channels, in_strides=self.neck.strides)
             for task, cfg in heads.items()})
         self.tasks: tuple[str, ...] = tuple(self.heads)
-        self.num_classes = {task: int(head.num_classes) for task, head in self.heads.items()}
+        self.num_classes = {task: int(head.num_classes) for task, head in self.heads.items()
+                            if getattr(head, "num_classes", None) is not None}
 
     @property
     def inference_model(self) -> "MultiTaskModel":
@@ -55,6 +71,7 @@ class MultiTaskModel(nn.Module):
         return self
 
     def forward(self, img: torch.Tensor, with_feats: bool = False) -> dict[str, Any]:
+        """``img [B, 3, H, W]`` -> ``{task: raw}`` (see mtkd.structures), plus ``feats`` (neck maps) if asked."""
         feats = self.neck(self.backbone(img))
         outputs: dict[str, Any] = {task: head(feats) for task, head in self.heads.items()}
         if with_feats:
@@ -62,6 +79,7 @@ class MultiTaskModel(nn.Module):
         return outputs
 
     def has_labels(self, task: str, batch: Mapping[str, Any]) -> bool:
+        """Whether ``batch`` holds every ground-truth key (``head.batch_keys``) of ``task``."""
         return all(key in batch for key in self.heads[task].batch_keys)
 
     def loss(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -73,7 +91,11 @@ class MultiTaskModel(nn.Module):
         return losses
 
     def forward_loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The engine's training call: the loss terms plus ``loss``, their sum."""
+        """The engine's training call: the loss terms plus ``loss``, their sum.
+
+        Terms come already weighted by each head's ``loss_weights`` (defaults: SegHead ``ce=1``, DetHead
+        ``box=2, obj=1, cls=1``, ClsHead ``ce=1``).
+        """
         outputs = self(batch[IMG_KEY])
         losses = self.loss(outputs, batch)
         if not losses:
@@ -92,7 +114,15 @@ class MultiTaskModel(nn.Module):
 
 
 def check_distillable(teacher: MultiTaskModel, student: MultiTaskModel) -> None:
-    """Raise ValueError listing every difference that makes output-level distillation meaningless."""
+    """Raise ValueError listing every difference that makes output-level distillation meaningless.
+
+    Every student task needs a teacher head whose ``output_signature()`` (class count, det strides and box
+    encoding, ...) equals the student's; teacher tasks the student lacks are allowed (they go unused).
+    """
+    for role, model in (("teacher", teacher), ("student", student)):
+        if not (hasattr(model, "tasks") and hasattr(model, "heads")):
+            raise TypeError(f"check_distillable: the {role} must be a MultiTaskModel (with tasks and heads), "
+                            f"got {type(model).__name__}")
     problems = []
     missing = [t for t in student.tasks if t not in teacher.tasks]
     if missing:

@@ -48,6 +48,7 @@ class ClsHead(nn.Module):
         ce = F.cross_entropy(raw, target.long(), label_smoothing=self.label_smoothing)
         return {"ce": ce * self.loss_weights["ce"]}
 
+    @torch.no_grad()
     def predict(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Softmax probabilities, float ``[B, num_classes]`` (row ``i`` is image ``i``)."""
         return raw.float().softmax(dim=1)

@@ -8,12 +8,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, generalized_box_iou_loss
+from torchvision.ops import batched_nms, complete_box_iou_loss, generalized_box_iou_loss
 
 from mtkd.models.heads.base import check_class_targets, input_hw, resolve_loss_weights
 from mtkd.registry import MODELS
 
 MAX_LOG_DISTANCE = math.log(1e4)  # clamp of the log-distance regression before exp (overflow guard)
+BOX_LOSSES = {"giou": generalized_box_iou_loss,  # Rezatofighi et al. 2019
+              "ciou": complete_box_iou_loss}     # Zheng et al. 2020
 
 
 @MODELS.register_module()
@@ -23,20 +25,25 @@ class DetHead(nn.Module):
     Raw output ``[B, N, 5 + C]`` over all points of all levels, level by level, row-major in a level:
     ``[..., :4]`` box regression as log distances ``log(l/s), log(t/s), log(r/s), log(b/s)`` from the point
     to the box sides in units of the level stride ``s``; ``[..., 4]`` objectness logit (YOLOX, Ge et al.
-    2021); ``[..., 5:]`` class logits. Training targets come from :class:`FCOSAssigner`; losses are GIoU
-    (box, positives), BCE (objectness, all points) and BCE (classes, positives), each divided by the
-    number of positives in the batch (at least 1).
+    2021); ``[..., 5:]`` class logits. Training targets come from :class:`FCOSAssigner`; losses are GIoU or
+    CIoU (``box_loss``; box, positives), BCE (objectness, all points) and BCE (classes, positives), each
+    summed, divided by the number of positives in the batch (at least 1) and multiplied by its weight
+    (``loss_weights`` defaults ``box=2.0, obj=1.0, cls=1.0``). ``predict`` keeps sigmoid(obj) * sigmoid(cls)
+    above ``score_thr``, the ``pre_nms_topk`` best, class-wise NMS at ``nms_iou``, ``max_per_img`` per image.
     """
 
     batch_keys = ("boxes", "labels")
 
     def __init__(self, in_channels: Sequence[int], in_strides: Sequence[int], num_classes: int,
                  strides: Sequence[int] = (8, 16, 32), channels: int = 128, num_convs: int = 2,
-                 assigner: Mapping | None = None, loss_weights: Mapping[str, float] | None = None,
+                 assigner: Mapping | None = None, box_loss: str = "giou",
+                 loss_weights: Mapping[str, float] | None = None,
                  score_thr: float = 0.05, nms_iou: float = 0.6, pre_nms_topk: int = 1000, max_per_img: int = 100):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"DetHead: num_classes must be >= 1, got {num_classes}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"DetHead: box_loss must be one of {sorted(BOX_LOSSES)}, got {box_loss!r}")
         missing = [s for s in strides if s not in list(in_strides)]
         if missing:
             raise ValueError(f"DetHead: strides {missing} are not among the neck's strides {list(in_strides)}; "
@@ -55,6 +62,7 @@ class DetHead(nn.Module):
         nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))  # focal-loss prior (RetinaNet)
         nn.init.constant_(self.reg_out.bias[4], -math.log((1 - 0.01) / 0.01))
         self.assigner = MODELS.build(dict(assigner or dict(type="FCOSAssigner")), strides=self.strides)
+        self.box_loss = BOX_LOSSES[box_loss]
         self.loss_weights = resolve_loss_weights(loss_weights, {"box": 2.0, "obj": 1.0, "cls": 1.0}, "DetHead")
         self.score_thr, self.nms_iou = score_thr, nms_iou
         self.pre_nms_topk, self.max_per_img = pre_nms_topk, max_per_img
@@ -82,6 +90,7 @@ class DetHead(nn.Module):
         return torch.cat(centers), torch.cat(strides)
 
     def num_points(self, img_hw: tuple[int, int]) -> int:
+        """Rows ``N`` of the raw output for an input ``(H, W)``: ``ceil(H / s) * ceil(W / s)`` per level."""
         return sum(math.ceil(img_hw[0] / s) * math.ceil(img_hw[1] / s) for s in self.strides)
 
     def decode_boxes(self, reg: torch.Tensor, points: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
@@ -104,15 +113,15 @@ class DetHead(nn.Module):
         raw = raw.float()
         obj_target = torch.zeros(raw.shape[:2], device=raw.device)
         box_losses, cls_losses, num_pos = [], [], 0
+        self._check_targets(batch, raw.shape[0])
         for i, (gt_boxes, gt_labels) in enumerate(zip(batch["boxes"], batch["labels"])):
-            check_class_targets(gt_labels, self.num_classes, f"DetHead.loss batch['labels'][{i}]")
             assigned = self.assigner.assign(points, strides, gt_boxes.float())
             pos = assigned >= 0
             num_pos += int(pos.sum())
             obj_target[i, pos] = 1.0
             if pos.any():
                 pred = self.decode_boxes(raw[i, pos, :4], points[pos], strides[pos])
-                box_losses.append(generalized_box_iou_loss(pred, gt_boxes[assigned[pos]].float(), reduction="sum"))
+                box_losses.append(self.box_loss(pred, gt_boxes[assigned[pos]].float(), reduction="sum"))
                 onehot = F.one_hot(gt_labels[assigned[pos]].long(), self.num_classes).float()
                 cls_losses.append(F.binary_cross_entropy_with_logits(raw[i, pos, 5:], onehot, reduction="sum"))
         norm = max(num_pos, 1)
@@ -123,7 +132,24 @@ class DetHead(nn.Module):
         w = self.loss_weights
         return {"box": box * w["box"], "obj": obj * w["obj"], "cls": cls * w["cls"]}
 
+    def _check_targets(self, batch: Mapping[str, Any], batch_size: int) -> None:
+        """One ``[Ni, 4]`` xyxy box tensor (x2 > x1, y2 > y1) and one ``[Ni]`` label tensor per image."""
+        boxes, labels = batch["boxes"], batch["labels"]
+        if len(boxes) != batch_size or len(labels) != batch_size:
+            raise ValueError(f"DetHead.loss: batch['boxes'] ({len(boxes)} entries) and batch['labels'] "
+                             f"({len(labels)}) must hold one entry per image ({batch_size})")
+        for i, (gt_boxes, gt_labels) in enumerate(zip(boxes, labels)):
+            if gt_boxes.dim() != 2 or gt_boxes.shape[-1] != 4 or tuple(gt_labels.shape) != tuple(gt_boxes.shape[:1]):
+                raise ValueError(f"DetHead.loss: image {i}: boxes must be [N, 4] and labels [N], got "
+                                 f"{tuple(gt_boxes.shape)} and {tuple(gt_labels.shape)}")
+            flat = (gt_boxes[:, 2] <= gt_boxes[:, 0]) | (gt_boxes[:, 3] <= gt_boxes[:, 1])
+            if bool(flat.any()):
+                raise ValueError(f"DetHead.loss: image {i}: boxes must be xyxy with x2 > x1 and y2 > y1, got "
+                                 f"{gt_boxes[flat][:3].tolist()}")
+            check_class_targets(gt_labels, self.num_classes, f"DetHead.loss batch['labels'][{i}]")
+
     # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
     def predict(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> list[dict[str, torch.Tensor]]:
         """Per image ``{"boxes": [K, 4] xyxy input px, "scores": [K], "labels": [K]}`` after NMS."""
         img_hw = input_hw(batch)

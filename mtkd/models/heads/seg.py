@@ -75,6 +75,7 @@ class SegHead(nn.Module):
         ce = F.cross_entropy(logits, target.long(), ignore_index=self.ignore_index)
         return {"ce": ce * self.loss_weights["ce"]}
 
+    @torch.no_grad()
     def predict(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> list[torch.Tensor]:
         """Per image a long ``[H, W]`` class map at the input size (argmax of the upsampled logits)."""
         logits = F.interpolate(raw, size=input_hw(batch), mode="bilinear", align_corners=False)
