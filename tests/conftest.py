@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread is faster and does not fight subprocess tests
 
 
 @pytest.fixture(scope="session")
