@@ -1,31 +1,60 @@
+"""tools/model_info.py: printed parameter counts against a direct count, FLOPs against the conv formula,
+output shapes against a real forward pass, teacher sources of a Distiller config, flag errors."""
 import re
+from pathlib import Path
 
 import pytest
+import torch
 
 import mtkd  # noqa: F401
 from mtkd.config import Config
+from mtkd.engine.checkpoint import save_checkpoint
 from mtkd.registry import MODELS
 from tools import model_info
 
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = {"seg": 9, "det": 8, "cls": 8}
+BASE_MODELS = sorted(p.name for p in (ROOT / "configs/_base_/models").glob("*.py"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convs gain nothing from threads, and a shared 2-core machine makes them much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 def run(capsys, *argv):
-    """Run the tool; return its printed text and its table rows ``{name: (params M, GFLOPs)}``."""
-    assert model_info.main(list(argv)) == 0
+    """Run the tool; return its printed text and its rows ``{name: (params, GFLOPs, outputs text)}``."""
+    assert model_info.main([str(a) for a in argv]) == 0
     out = capsys.readouterr().out
-    rows = {m[1]: (float(m[2]), float(m[3])) for m in re.finditer(r"^(teacher|student|model) +([\d.]+) +([\d.]+)",
-                                                                  out, flags=re.MULTILINE)}
+    rows = {m[1]: (int(m[2].replace(",", "")), float(m[3]), m[4])
+            for m in re.finditer(r"^(teacher|student|model) +([\d,]+) +([\d.]+)  (.*)$", out, flags=re.MULTILINE)}
     return out, rows
 
 
-def test_prints_params_flops_shapes_and_ratios(capsys):
-    out, rows = run(capsys, "configs/demo/student_kd.py", "--teacher-config", "configs/demo/teacher.py",
-                    "--input-size", "64", "64")
-    classes = {"seg": 9, "det": 8, "cls": 8}
-    for name, config in (("teacher", "configs/demo/teacher.py"), ("student", "configs/demo/student_scratch.py")):
-        model = MODELS.build(Config.fromfile(config).model, num_classes=classes)
-        assert rows[name][0] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6, abs=0.01)
-        assert rows[name][1] > 0
-    assert "teacher/student:" in out and "det [1, 84, 13]" in out and "synthetic set's" in out
+def num_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def shapes_text(model, size):
+    """What the tool should print for the outputs: a real forward pass on CPU."""
+    with torch.no_grad():
+        outputs = model.eval()(torch.zeros(1, 3, *size))
+    return ", ".join(f"{task} {list(out.shape)}" for task, out in outputs.items())
+
+
+@pytest.mark.parametrize("name", BASE_MODELS)
+def test_base_model_configs_print_their_parameter_count_and_output_shapes(capsys, name):
+    config = ROOT / "configs/_base_/models" / name
+    out, rows = run(capsys, config, "--input-size", 64, 64)
+    model = MODELS.build(Config.fromfile(config).model, num_classes=SYNTHETIC)
+    params, gflops, outputs = rows["model"]
+    assert params == num_params(model) and gflops > 0
+    assert outputs == shapes_text(model, (64, 64))
+    assert "input 64x64" in out and "synthetic set's defaults" in out and "teacher/student" not in out
 
 
 def test_flops_match_the_conv_formula(tmp_path, capsys):
@@ -39,32 +68,97 @@ def test_flops_match_the_conv_formula(tmp_path, capsys):
         h, w = h // 2, w // 2
     row = model_info.measure(MODELS.build(cfg), (256, 192))
     assert row["gflops"] * 1e9 == pytest.approx(expected, rel=1e-9) and row["shapes"] == {"cls": (1, 5)}
-    out, rows = run(capsys, str(tmp_path / "m.py"))
-    assert "input 256x192" in out and "cls [1, 5]" in out and "synthetic" not in out
-    assert rows["model"][1] == pytest.approx(expected / 1e9, abs=0.006)
+    out, rows = run(capsys, tmp_path / "m.py")  # input size from the config
+    assert "input 256x192" in out and rows["model"][2] == "cls [1, 5]" and "synthetic" not in out
+    assert rows["model"][1] == pytest.approx(expected / 1e9, abs=5e-4)
+
+
+def test_distiller_with_teacher_config_prints_both_and_their_ratios(capsys):
+    out, rows = run(capsys, ROOT / "configs/demo/student_kd.py", "--teacher-config", ROOT / "configs/demo/teacher.py",
+                    "--input-size", 64, 64)
+    for name, config in (("teacher", "configs/demo/teacher.py"), ("student", "configs/demo/student_scratch.py")):
+        model = MODELS.build(Config.fromfile(ROOT / config).model, num_classes=SYNTHETIC)
+        assert rows[name][0] == num_params(model)
+        assert rows[name][2] == "seg [1, 9, 16, 16], det [1, 84, 13], cls [1, 8]"
+    (t_params, t_flops, _), (s_params, s_flops, _) = rows["teacher"], rows["student"]
+    ratio = re.search(r"teacher/student: ([\d.]+)x params, ([\d.]+)x FLOPs", out)
+    assert float(ratio[1]) == pytest.approx(t_params / s_params, abs=0.05)
+    assert float(ratio[2]) == pytest.approx(t_flops / s_flops, rel=0.02)
+    assert "teacher: the model of" in out and "synthetic set's defaults" in out
 
 
 @pytest.mark.parametrize("teacher, student, size", [
-    ("configs/teacher.py", "configs/multitask_kd.py", "512"),       # full-size pair, as multitask_kd uses it
-    ("configs/demo/teacher.py", "configs/demo/student_kd.py", "128"),  # tiny CPU pair
+    ("configs/teacher.py", "configs/multitask_kd.py", 512),       # full-size pair, as multitask_kd uses it
+    ("configs/demo/teacher.py", "configs/demo/student_kd.py", 128),  # tiny CPU pair
 ])
 def test_student_is_at_least_5x_cheaper_than_its_teacher(capsys, teacher, student, size):
-    _, rows = run(capsys, student, "--teacher-config", teacher, "--input-size", size, size)
-    (t_params, t_flops), (s_params, s_flops) = rows["teacher"], rows["student"]
+    _, rows = run(capsys, ROOT / student, "--teacher-config", ROOT / teacher, "--input-size", size, size)
+    (t_params, t_flops, _), (s_params, s_flops, _) = rows["teacher"], rows["student"]
     assert t_params >= 5 * s_params and t_flops >= 5 * s_flops, rows
+
+
+def distiller_config(tmp_path, **model):
+    """A config inheriting configs/demo/student_kd.py with ``model`` overrides."""
+    path = tmp_path / "kd.py"
+    path.write_text(f"_base_ = {str(ROOT / 'configs/demo/student_kd.py')!r}\nmodel = dict(**{model!r})\n")
+    return path
+
+
+def test_distiller_teacher_written_in_the_config(tmp_path, capsys):
+    teacher = dict(type="MultiTaskModel", backbone=dict(type="SeedConvNet", channels=(8, 16, 32, 64)),
+                   neck=dict(type="FPN", out_channels=16, num_extra_levels=1),
+                   heads=dict(cls=dict(type="ClsHead")))
+    out, rows = run(capsys, distiller_config(tmp_path, teacher=teacher), "--input-size", 64, 64)
+    assert rows["teacher"][0] == num_params(MODELS.build(teacher, num_classes=SYNTHETIC))
+    assert rows["teacher"][2] == "cls [1, 8]" and "teacher/student:" in out
+
+
+def test_distiller_teacher_from_its_checkpoint_or_skipped(tmp_path, capsys):
+    out, rows = run(capsys, distiller_config(tmp_path, teacher_checkpoint=str(tmp_path / "none.pth")),
+                    "--input-size", 64, 64)
+    assert set(rows) == {"student"} and "teacher/student" not in out
+    assert re.search(r"note: teacher skipped \(checkpoint not found: .*none.pth\); pass --teacher-config", out)
+    teacher = dict(type="MultiTaskModel", backbone=dict(type="SeedConvNet", channels=(4, 8, 16, 32), out_indices=(3,)),
+                   heads=dict(cls=dict(type="ClsHead")))
+    save_checkpoint({"state_dict": {}, "model_config": teacher, "num_classes": {"cls": 3}, "config": {}},
+                    tmp_path / "teacher.pth")
+    out, rows = run(capsys, distiller_config(tmp_path, teacher_checkpoint=str(tmp_path / "teacher.pth")),
+                    "--input-size", 64, 64)
+    params, _, outputs = rows["teacher"]
+    assert params == num_params(MODELS.build(teacher, num_classes={"cls": 3}))
+    assert outputs == "cls [1, 3]"  # the classes it was trained with, not the synthetic set's
+    assert "teacher: the model config saved in" in out and "teacher.pth" in out
 
 
 def test_class_counts_from_flags_and_config(tmp_path, capsys):
     (tmp_path / "m.py").write_text(
         "model = dict(type='MultiTaskModel', backbone=dict(type='SeedConvNet', out_indices=(3,)), "
-        "heads=dict(cls=dict(type='ClsHead', num_classes=5)))\n")
-    out, _ = run(capsys, str(tmp_path / "m.py"), "--input-size", "32", "32", "--num-classes", "cls=5")
-    assert "cls [1, 5]" in out
+        "heads=dict(cls=dict(type='ClsHead', num_classes=5), seg=dict(type='SegHead', out_stride=16)))\n")
+    out, rows = run(capsys, tmp_path / "m.py", "--input-size", 32, 32, "--num-classes", "seg=3")
+    assert rows["model"][2] == "cls [1, 5], seg [1, 3, 2, 2]" and "synthetic" not in out
+    out, rows = run(capsys, tmp_path / "m.py", "--input-size", 32, 32)
+    assert rows["model"][2] == "cls [1, 5], seg [1, 9, 2, 2]" and "{'seg': 9} are the synthetic set's" in out
     with pytest.raises(ValueError, match="num_classes=5 but the data has 7"):
         model_info.main([str(tmp_path / "m.py"), "--num-classes", "cls=7"])
 
 
-def test_help_explains_every_flag():
-    text = model_info.build_parser().format_help()
-    for flag in ("--input-size", "--num-classes", "--teacher-config", "config"):
-        assert flag in text
+@pytest.mark.parametrize("argv, message", [
+    (["--num-classes", "cls=x"], "--num-classes cls='x': expected a positive integer"),
+    (["--num-classes", "cls=0"], "--num-classes cls=0: expected a positive integer"),
+    (["--num-classes", "dpth=3"], "no task 'dpth' \\(tasks: \\['cls', 'det', 'seg'\\]\\)"),
+    (["--input-size", "0", "64"], "--input-size must be two positive integers H W, got \\(0, 64\\)"),
+])
+def test_bad_flags_are_usage_errors_that_say_what_is_wrong(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        model_info.main([str(ROOT / "configs/demo/teacher.py"), *argv])
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        model_info.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("--input-size H W input size for FLOPs", "else 512 512", "--num-classes TASK=N",
+                   "synthetic set's seg=9 det=8 cls=8", "--teacher-config", "checkpoint does not exist",
+                   "MultiTaskModel or a Distiller"):
+        assert phrase in text, phrase

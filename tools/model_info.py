@@ -46,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def measure(model: torch.nn.Module, size: tuple[int, int]) -> dict:
-    """Params (M), forward GFLOPs at batch 1 (torch's FlopCounterMode; 1 multiply-add = 2 FLOPs), shapes."""
+    """Parameter count, forward GFLOPs at batch 1 (FlopCounterMode; 1 multiply-add = 2 FLOPs), shapes."""
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         outputs = model(torch.zeros(1, 3, *size, device=device))
-    return {"params": sum(p.numel() for p in model.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9,
+    return {"params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9,
             "shapes": {task: tuple(out.shape) for task, out in outputs.items() if isinstance(out, torch.Tensor)}}
 
 
@@ -64,11 +64,18 @@ def model_configs(cfg: Config, teacher_config: str | None) -> tuple[dict[str, tu
     if model.get("teacher"):
         found["teacher"] = (model["teacher"], {})
     elif teacher_config:
-        found["teacher"] = (Config.fromfile(teacher_config).model.to_dict(), {})
+        teacher = Config.fromfile(teacher_config).model.to_dict()
+        if "student" in teacher:
+            raise SystemExit(f"--teacher-config {teacher_config} describes a Distiller; pass the config the "
+                             f"teacher was trained with (its model is a MultiTaskModel)")
+        found["teacher"] = (teacher, {})
+        notes.append(f"teacher: the model of {teacher_config}")
     else:
+        path = model.get("teacher_checkpoint") or ""
         try:
-            ckpt = load_checkpoint(model.get("teacher_checkpoint") or "")
+            ckpt = load_checkpoint(path)
             found["teacher"] = (ckpt["model_config"], dict(ckpt["num_classes"]))
+            notes.append(f"teacher: the model config saved in {path} (classes {dict(ckpt['num_classes'])})")
         except CheckpointError as err:
             notes.append(f"teacher skipped ({err}); pass --teacher-config CONFIG")
     found["student"] = (model["student"], {})
@@ -86,23 +93,43 @@ def class_counts(model_cfg: Mapping, given: Mapping[str, int], notes: list[str])
     return {**counts, **defaulted}
 
 
+def input_size(parser: argparse.ArgumentParser, given: list[int] | None, cfg: Config, path: str) -> tuple[int, int]:
+    """``--input-size``, else the config's ``input_size`` (an int or ``(H, W)``), else 512 x 512."""
+    size = given or cfg.get("input_size") or DEFAULT_SIZE
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        where = "--input-size" if given else f"input_size in {path}"
+        parser.error(f"{where} must be two positive integers H W, got {size!r}")
+    return size
+
+
+def check_num_classes(parser: argparse.ArgumentParser, given: Mapping, tasks: set[str]) -> None:
+    """Every ``--num-classes`` item names a task of the model(s) and gives a positive integer."""
+    for task, count in given.items():
+        if task not in tasks:
+            parser.error(f"--num-classes {task}={count}: the config's models have no task {task!r} "
+                         f"(tasks: {sorted(tasks)})")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            parser.error(f"--num-classes {task}={count!r}: expected a positive integer")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cfg = Config.fromfile(args.config)
-    size = tuple(args.input_size or cfg.get("input_size") or DEFAULT_SIZE)
-    if len(size) == 1 or isinstance(size[0], (tuple, list)):
-        raise SystemExit(f"{args.config}: input_size must be (H, W), got {cfg.get('input_size')!r}")
+    size = input_size(parser, args.input_size, cfg, args.config)
     configs, notes = model_configs(cfg, args.teacher_config)
+    check_num_classes(parser, args.num_classes, {t for c, _ in configs.values() for t in c.get("heads", {})})
     rows = {}
     for name, (model_cfg, trained_with) in configs.items():
         counts = {**class_counts(model_cfg, args.num_classes, notes), **trained_with}
         with torch.device("meta"):
             rows[name] = measure(MODELS.build(model_cfg, num_classes=counts), size)
-    print(f"{args.config}  input {size[0]}x{size[1]}")
-    print(f"{'model':<10} {'params (M)':>11} {'GFLOPs':>9}  outputs")
+    print(f"{args.config}  input {size[0]}x{size[1]}, batch 1 (FLOPs by torch FlopCounterMode, multiply-add = 2)")
+    print(f"{'model':<10} {'params':>13} {'GFLOPs':>9}  outputs")
     for name, row in rows.items():
         shapes = ", ".join(f"{t} {list(s)}" for t, s in row["shapes"].items())
-        print(f"{name:<10} {row['params']:>11.2f} {row['gflops']:>9.2f}  {shapes}")
+        print(f"{name:<10} {row['params']:>13,} {row['gflops']:>9.3f}  {shapes}")
     if "teacher" in rows and "student" in rows:
         t, s = rows["teacher"], rows["student"]
         print(f"teacher/student: {t['params'] / s['params']:.1f}x params, {t['gflops'] / s['gflops']:.1f}x FLOPs")
