@@ -8,15 +8,6 @@ import torch.nn.functional as F
 from mtkd.models import MultiTaskModel, SeedConvNet, TimmBackbone
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and a shared 2-core machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("out_indices, channels, strides", [
     ((1, 2, 3, 4), [64, 128, 256, 512], [4, 8, 16, 32]),
     ((2, 4), [128, 512], [8, 32]),

@@ -9,15 +9,6 @@ from mtkd.models import ClsHead
 IN = dict(in_channels=[4, 6, 10], in_strides=[8, 16, 32])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny layers gain nothing from threads, and a shared 2-core machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def neck_maps(batch=3, generator=None):
     """Random maps ``[B, C_i, 64/s_i, 64/s_i]`` for strides 8, 16, 32."""
     return [torch.randn(batch, c, 64 // s, 64 // s, generator=generator) for c, s in zip(*IN.values())]

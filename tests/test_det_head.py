@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from mtkd.models import DetHead
 
@@ -129,3 +130,53 @@ def test_loss_terms_follow_the_formulas():
     obj_target[pos] = 1
     assert losses["obj"].item() == pytest.approx(
         torch.nn.functional.binary_cross_entropy_with_logits(raw[0, :, 4], obj_target, reduction="sum").item(), rel=1e-5)
+
+
+def test_nms_keeps_the_best_of_a_duplicate_and_works_per_class():
+    det = head().eval()
+    box = [10.0, 10.0, 40.0, 40.0]
+    raw = raw_with_boxes(det, (64, 64), [(9, box, 1), (10, [11.0, 10.0, 40.0, 41.0], 1), (18, box, 2)])
+    raw[0, 10, 5 + 1] = 2.0   # the duplicate scores sigmoid(2) = 0.88 < 1
+    raw[0, 18, 5 + 2] = 1.0   # same box, another class: NMS is class-wise, it stays
+    pred = det.predict(raw, {"img": torch.zeros(1, 3, 64, 64)})[0]
+    assert pred["labels"].tolist() == [1, 2]  # sorted by score
+    assert pred["boxes"] == pytest.approx(torch.tensor([box, box]), abs=1e-3)
+    assert pred["scores"].tolist() == pytest.approx([1.0, torch.sigmoid(torch.tensor(1.0)).item()], abs=1e-4)
+
+
+def test_predict_clamps_to_the_image_and_applies_score_threshold_and_max_per_image():
+    det = head(score_thr=0.05, max_per_img=2).eval()
+    raw = raw_with_boxes(det, (64, 64), [(9, [-10.0, 5.0, 30.0, 70.0], 0), (38, [40.0, 30.0, 60.0, 50.0], 1),
+                                         (63, [50.0, 50.0, 62.0, 62.0], 2), (0, [0.0, 0.0, 6.0, 6.0], 2)])
+    raw[0, 38, 5 + 1] = 1.0    # score 0.73
+    raw[0, 63, 5 + 2] = 0.0    # score 0.5: third best, cut by max_per_img=2
+    raw[0, 0, 5 + 2] = -3.0    # score 0.047 < score_thr
+    pred = det.predict(raw, {"img": torch.zeros(1, 3, 64, 64)})[0]
+    assert pred["labels"].tolist() == [0, 1]
+    assert pred["boxes"] == pytest.approx(torch.tensor([[0.0, 5.0, 30.0, 64.0], [40.0, 30.0, 60.0, 50.0]]), abs=1e-3)
+    assert pred["scores"].tolist() == pytest.approx([1.0, torch.sigmoid(torch.tensor(1.0)).item()], abs=1e-4)
+
+
+def test_overfits_a_fixed_batch():
+    """Trained alone on fixed neck maps, the head fits two images' boxes: the loss falls by >= 80% and the
+    best detection of each image is its box with its class."""
+    torch.manual_seed(0)
+    det = head(score_thr=0.3)
+    gen = torch.Generator().manual_seed(1)
+    feats = [torch.randn(2, 8, 8, 8, generator=gen), torch.randn(2, 8, 4, 4, generator=gen)]
+    boxes = [torch.tensor([[6.0, 8.0, 30.0, 36.0]]), torch.tensor([[28.0, 20.0, 60.0, 58.0]])]
+    batch = {"img": torch.zeros(2, 3, 64, 64), "boxes": boxes, "labels": [torch.tensor([2]), torch.tensor([0])]}
+    optimizer = torch.optim.Adam(det.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(80):
+        loss = sum(det.loss(det(feats), batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0], losses[::10]
+    det.eval()
+    with torch.no_grad():
+        pred = det.predict(det(feats), batch)
+    for image, gt_box, gt_label in zip(pred, boxes, batch["labels"]):
+        assert box_iou(image["boxes"][:1], gt_box).item() > 0.7 and image["labels"][0] == gt_label[0]

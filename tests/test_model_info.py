@@ -17,15 +17,6 @@ SYNTHETIC = {"seg": 9, "det": 8, "cls": 8}
 BASE_MODELS = sorted(p.name for p in (ROOT / "configs/_base_/models").glob("*.py"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs gain nothing from threads, and a shared 2-core machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(capsys, *argv):
     """Run the tool; return its printed text and its rows ``{name: (params, GFLOPs, outputs text)}``."""
     assert model_info.main([str(a) for a in argv]) == 0

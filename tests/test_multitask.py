@@ -55,9 +55,30 @@ def test_loss_skips_tasks_without_labels_and_forward_loss_sums():
     losses["loss"].backward()
     assert all(p.grad is not None for p in model.heads["det"].parameters())  # kept in the graph (DDP)
     full = model.forward_loss(batch_for(("seg", "det", "cls")))
-    assert {"det/box", "det/obj", "det/cls"} <= set(full)
+    terms = {name: value.item() for name, value in full.items() if name != "loss"}
+    assert set(terms) == {"seg/ce", "det/box", "det/obj", "det/cls", "cls/ce"}
+    assert full["loss"].item() == pytest.approx(sum(terms.values()), rel=1e-6)
     with pytest.raises(ValueError, match="labels for none"):
         model.forward_loss({"img": torch.randn(1, 3, 64, 64)})
+
+
+def test_loss_equals_each_heads_own_loss_under_task_prefixes():
+    model = make()
+    batch = batch_for(("det", "cls"))
+    outputs = model(batch["img"])
+    losses = model.loss(outputs, batch)
+    expected = {f"{task}/{name}": value for task in ("det", "cls")
+                for name, value in model.heads[task].loss(outputs[task], batch).items()}
+    assert losses.keys() == expected.keys()
+    assert all(torch.equal(losses[name], expected[name]) for name in expected)
+
+
+def test_a_task_with_only_part_of_its_labels_is_an_error():
+    model = make()
+    batch = batch_for(("det", "cls"))
+    del batch["labels"]
+    with pytest.raises(ValueError, match=r"task 'det': the batch has \['boxes'\] but not \['labels'\]"):
+        model.forward_loss(batch)
 
 
 def test_num_classes_come_from_data_and_disagreement_names_both_numbers():

@@ -7,15 +7,6 @@ from mtkd.models import FPN, IdentityNeck
 from mtkd.registry import MODELS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and a shared 2-core machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def conv(x, module, **kwargs):
     return F.conv2d(x, module.weight, module.bias, **kwargs)
 

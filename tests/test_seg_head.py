@@ -10,15 +10,6 @@ from mtkd.models import SegHead
 IN = dict(in_channels=[8, 8, 8], in_strides=[4, 8, 16])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads, and a shared 2-core machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def neck_maps(batch=2, size=64, generator=None, requires_grad=False):
     """Random maps ``[B, 8, size/s, size/s]`` for strides 4, 8, 16."""
     return [torch.randn(batch, 8, size // s, size // s, generator=generator, requires_grad=requires_grad)

@@ -79,8 +79,14 @@ class MultiTaskModel(nn.Module):
         return outputs
 
     def has_labels(self, task: str, batch: Mapping[str, Any]) -> bool:
-        """Whether ``batch`` holds every ground-truth key (``head.batch_keys``) of ``task``."""
-        return all(key in batch for key in self.heads[task].batch_keys)
+        """Whether ``batch`` holds every ground-truth key (``head.batch_keys``) of ``task``; a batch with only
+        some of them is an error (a collate or dataset bug), never a silently skipped task."""
+        keys = self.heads[task].batch_keys
+        present = [key for key in keys if key in batch]
+        if present and len(present) != len(keys):
+            raise ValueError(f"task {task!r}: the batch has {present} but not "
+                             f"{[key for key in keys if key not in batch]} (its head reads {list(keys)})")
+        return len(present) == len(keys)
 
     def loss(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{"seg/ce": ..., "det/box": ...}``: every head's hard losses; tasks without labels are skipped."""
