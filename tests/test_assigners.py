@@ -150,3 +150,5 @@ def test_unknown_point_stride_and_bad_settings_are_errors():
         FCOSAssigner(strides=(8, 16), scale_ranges=((0, 64),))
     with pytest.raises(ValueError, match="center_radius must be > 0"):
         FCOSAssigner(strides=(8,), center_radius=0)
+    with pytest.raises(ValueError, match=r"strides must increase strictly .* got \[16, 8\]"):
+        FCOSAssigner(strides=(16, 8))  # the default ranges grow with the level

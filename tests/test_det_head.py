@@ -63,6 +63,8 @@ def test_image_without_objects_gives_finite_losses_and_no_positives():
 def test_missing_neck_stride_is_an_error():
     with pytest.raises(ValueError, match="strides \\[32\\] are not among"):
         DetHead(**IN, num_classes=3, strides=(8, 32))
+    with pytest.raises(ValueError, match=r"strides must increase strictly .* got \[16, 8\]"):
+        DetHead(**IN, num_classes=3, strides=(16, 8))
 
 
 def test_box_encoding_round_trip_and_points_order():

@@ -27,6 +27,8 @@ class FCOSAssigner:
     def __init__(self, strides: Sequence[int], center_radius: float = 2.5,
                  scale_ranges: Sequence[Sequence[float]] | None = None):
         self.strides = [int(s) for s in strides]
+        if not self.strides or self.strides != sorted(set(self.strides)):
+            raise ValueError(f"FCOSAssigner: strides must increase strictly (finest level first), got {self.strides}")
         if scale_ranges is None:
             bounds = [0.0, *(8.0 * s for s in self.strides[:-1]), math.inf]
             scale_ranges = list(zip(bounds[:-1], bounds[1:]))

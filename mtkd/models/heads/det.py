@@ -48,6 +48,9 @@ class DetHead(nn.Module):
         if missing:
             raise ValueError(f"DetHead: strides {missing} are not among the neck's strides {list(in_strides)}; "
                              f"add FPN levels (num_extra_levels) or change DetHead.strides")
+        if not strides or list(strides) != sorted(set(strides)):
+            raise ValueError(f"DetHead: strides must increase strictly (finest level first: the raw output is "
+                             f"ordered level by level), got {list(strides)}")
         self.strides = [int(s) for s in strides]
         self.levels = [list(in_strides).index(s) for s in self.strides]
         widths = {in_channels[i] for i in self.levels}
