@@ -9,15 +9,6 @@ from mtkd.models import MultiTaskModel
 STEPS = {"seg": 30, "det": 60, "cls": 20}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from threads and a shared 2-core machine makes them 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fixed_batch():
     gen = torch.Generator().manual_seed(0)
     img = torch.randn(4, 3, 32, 32, generator=gen)

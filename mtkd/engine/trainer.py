@@ -22,7 +22,7 @@ from mtkd.config import Config
 from mtkd.engine import dist
 from mtkd.engine.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.engine.evaluate import autocast_context, build_metrics, evaluate, primary_score
-from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, setup_logger
+from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, get_logger, setup_logger
 from mtkd.engine.optim import build_optimizer, build_scheduler, trainable_parameters
 from mtkd.engine.utils import get_rng_state, select_device, seed_everything, set_rng_state
 from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize
@@ -125,7 +125,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict
     run, train_loader, val_loader, metrics = _build_run(cfg)
     if resume:
         run.state = _restore(resume, run)
-        _logger().info(f"resumed from {resume}: epoch {run.state.epoch}, iter {run.state.iter}, "
+        get_logger().info(f"resumed from {resume}: epoch {run.state.epoch}, iter {run.state.iter}, "
                        f"batch {run.state.batch_in_epoch} of the epoch")
     max_epochs = int(cfg.train_cfg.max_epochs)
     val_interval = int(cfg.train_cfg.get("val_interval", 1))
@@ -145,11 +145,11 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict
                 if interval and state.epoch % interval == 0:
                     _save(run, f"epoch_{state.epoch}.pth")
                 if stop_early:
-                    _logger().info(f"early stopping: no new best for {state.bad_evals} evaluations")
+                    get_logger().info(f"early stopping: no new best for {state.bad_evals} evaluations")
                     break
     finally:
         run.tb.close()
-    _logger().info(f"done: best {state.best} at epoch {state.best_epoch}; checkpoints in {run.work_dir}")
+    get_logger().info(f"done: best {state.best} at epoch {state.best_epoch}; checkpoints in {run.work_dir}")
     return dict(best=state.best, best_epoch=state.best_epoch, epochs=state.epoch, iters=state.iter,
                 results=results, work_dir=str(run.work_dir))
 
@@ -199,11 +199,6 @@ def _build_ema(ema_cfg, model: nn.Module):
         return None
     from timm.utils import ModelEmaV3
     return ModelEmaV3(model.inference_model, decay=float(ema_cfg.get("decay", 0.9998)))
-
-
-def _logger():
-    from mtkd.engine.logger import get_logger
-    return get_logger()
 
 
 def _epoch_batches(loader, epoch: int, skip: int, seed: int):
@@ -289,7 +284,7 @@ def _log_train(run: Run, means: dict, its: float, total: int, max_epochs: int) -
     mem = ""
     if run.device.type == "cuda":
         mem = f"  mem {torch.cuda.max_memory_allocated(run.device) / 2**30:.2f}G"
-    _logger().info(f"epoch {state.epoch + 1}/{max_epochs} iter {state.batch_in_epoch}/{total}  {text}  "
+    get_logger().info(f"epoch {state.epoch + 1}/{max_epochs} iter {state.batch_in_epoch}/{total}  {text}  "
                    f"lr {lr:.3e}  {its:.2f} it/s  eta {format_duration(remaining / max(its, 1e-9))}{mem}")
     run.tb.scalars(means, state.iter, prefix="train/")
     run.tb.scalars({"lr": lr}, state.iter, prefix="train/")
@@ -312,7 +307,7 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
                                          getattr(loader.dataset, "class_names", None)))
 
     results = evaluate(model, loader, metrics, run.device, run.cfg.get("amp"), progress and run.info.is_main, draw)
-    _logger().info(f"eval epoch {state.epoch}: {format_metrics(results)}")
+    get_logger().info(f"eval epoch {state.epoch}: {format_metrics(results)}")
     run.tb.scalars(results, state.iter, prefix="val/")
     for i, image in enumerate(drawn):
         run.tb.image(f"val/prediction_{i}", image, state.iter)
@@ -329,7 +324,7 @@ def _update_best(run: Run, metrics, results: dict) -> bool:
     if math.isfinite(score) and (state.best is None or score > state.best):
         state.best, state.best_epoch, state.bad_evals = score, state.epoch, 0
         _save(run, "best.pth")
-        _logger().info(f"new best {score:.3f} at epoch {state.epoch}")
+        get_logger().info(f"new best {score:.3f} at epoch {state.epoch}")
         return False
     state.bad_evals += 1
     patience = ckpt_cfg.get("patience")
