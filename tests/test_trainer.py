@@ -66,6 +66,14 @@ def test_teacher_trains_and_tests_with_every_metric_key(teacher_run, tmp_path):
     assert ckpt["model_config"]["type"] == "MultiTaskModel" and ckpt["num_classes"] == {"seg": 9, "det": 8, "cls": 8}
 
 
+def test_metrics_log_holds_the_epoch_mean_of_every_loss_term(teacher_run):
+    record = json.loads((teacher_run / "metrics.jsonl").read_text().splitlines()[-1])
+    terms = {k: v for k, v in record.items() if k.startswith("train/") and k != "train/loss"}
+    assert set(terms) == {"train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce"}
+    # a plain model's loss is the sum of its terms at every step, so the epoch means add up the same way
+    assert record["train/loss"] == pytest.approx(sum(terms.values()), rel=1e-5)
+
+
 def test_scratch_and_distilled_students_train_and_test(teacher_run, tmp_path, tiny_synthetic):
     scratch = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch")
     kd = tiny_config(tmp_path, "demo/student_kd.py", tiny_synthetic, "kd")

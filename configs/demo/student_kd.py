@@ -2,7 +2,7 @@
 # Per task: L_t = (1 - alpha) * hard + alpha * soft;  L = sum_t ratio * L_t.
 _base_ = [
     "../_base_/models/student_seedcnn-fpn_tiny.py",
-    "../_base_/datasets/synthetic.py",
+    "../_base_/datasets/synthetic_64px.py",
     "../_base_/schedules/adamw_cosine-demo.py",
     "../_base_/default_runtime.py",
 ]

@@ -33,7 +33,11 @@ def get_logger() -> logging.Logger:
 
 
 class MetricsLog:
-    """Appends one JSON line per evaluation: ``{"epoch", "iter", "seg/mIoU", ...}``."""
+    """Appends one JSON line per evaluation: ``{"epoch", "iter", "seg/mIoU", ..., "train/<loss term>", ...}``.
+
+    The ``train/`` values are each loss term's mean over the epoch's steps (since a resume, mid-epoch),
+    so training curves can be drawn from this file alone (``benchmarks/plot_curves.py``).
+    """
 
     def __init__(self, path: Path):
         self.path = path

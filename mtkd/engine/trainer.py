@@ -73,6 +73,7 @@ class Run:
     state: LoopState
     tb: TensorBoard
     metrics_log: MetricsLog
+    epoch_losses: dict | None = None  # mean of each loss term over the epoch's steps, for metrics.jsonl
 
 
 class TrainStep(nn.Module):
@@ -218,7 +219,8 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
     bar = tqdm(batches, total=total, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{max_epochs}",
                disable=not (progress and run.info.is_main), dynamic_ncols=True, leave=False)
     sums: dict[str, torch.Tensor] = {}
-    count, tick = 0, time.perf_counter()
+    epoch_sums: dict[str, torch.Tensor] = {}
+    count, epoch_count, tick = 0, 0, time.perf_counter()
     run.model.train()
     for batch in bar:
         losses = _train_step(run, to_device(batch, run.device, non_blocking=True))
@@ -226,7 +228,9 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
         state.batch_in_epoch += 1
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float()
+            epoch_sums[key] = epoch_sums.get(key, 0.0) + value.detach().float()
         count += 1
+        epoch_count += 1
         if state.iter % log_interval == 0 or state.batch_in_epoch == total:
             speed = count / max(time.perf_counter() - tick, 1e-9)
             means = dist.reduce_mean({k: float(v) / count for k, v in sums.items()}, run.device)
@@ -237,6 +241,8 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
             path = _save(run, "last.pth")
             raise TrainingInterrupted(stopper.signum or signal.SIGTERM, path)
     bar.close()
+    if epoch_count:
+        run.epoch_losses = dist.reduce_mean({k: float(v) / epoch_count for k, v in epoch_sums.items()}, run.device)
 
 
 def _train_step(run: Run, batch: dict) -> dict[str, torch.Tensor]:
@@ -312,7 +318,8 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
     for i, image in enumerate(drawn):
         run.tb.image(f"val/prediction_{i}", image, state.iter)
     if run.info.is_main:
-        run.metrics_log.write({"epoch": state.epoch, "iter": state.iter, **results})
+        train_losses = {f"train/{k}": v for k, v in (run.epoch_losses or {}).items()}
+        run.metrics_log.write({"epoch": state.epoch, "iter": state.iter, **results, **train_losses})
     return results
 
 

@@ -1,0 +1,125 @@
+"""Ablations of the distilled demo student: alpha, temperature, per-task KD, det KD weighting.
+
+    python benchmarks/ablations.py [--groups alpha temperature per_task det_weighting] [--seeds 0]
+
+Every variant is configs/demo/student_kd.py (alpha 0.5, T 2, objectness-weighted det MSE, all three
+tasks distilled) with one thing changed through --cfg-options, distilled from the teacher of the same
+seed that benchmarks/quality.py trains (trained here when missing). The reference runs (teacher, scratch,
+default KD) are shared with quality.py's work dir. Numbers are on the held-out test split; the val split
+(which picked each best.pth) is in the JSON too, and is the one to choose settings by.
+Prints one table per group and writes benchmarks/results/ablations.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (QUALITY_KEYS, RESULTS_DIR, markdown_table, mean_std,  # noqa: E402
+                               train_and_test, write_results)
+
+TASKS = ("seg", "det", "cls")
+KD_CONFIG = "configs/demo/student_kd.py"
+
+
+def _alpha(value: float) -> list[str]:
+    return [f"model.tasks.{task}.alpha={value}" for task in TASKS]
+
+
+def _only(kept: str) -> list[str]:
+    return [f"model.tasks.{task}.alpha=0.0" for task in TASKS if task != kept]
+
+
+GROUPS = {  # group: {variant: cfg-options on configs/demo/student_kd.py}; "default" is the unchanged config
+    "alpha": {"alpha=0.3": _alpha(0.3), "alpha=0.5": [], "alpha=0.7": _alpha(0.7), "alpha=0.9": _alpha(0.9)},
+    "temperature": {f"T={t}": [] if t == 2 else [f"model.tasks.seg.loss.temperature={t}",
+                                                   f"model.tasks.cls.loss.temperature={t}"] for t in (1, 2, 4)},
+    "per_task": {"scratch": None, "seg KD only": _only("seg"), "det KD only": _only("det"),
+                 "cls KD only": _only("cls"), "all tasks": []},
+    "det_weighting": {"objectness-weighted MSE": [], "plain MSE": ["model.tasks.det.loss.objectness_weighted=False"]},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS), help="which ablations")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--data", default="data/synthetic", help="the synthetic set (tools/make_synthetic.py)")
+    parser.add_argument("--work-dir", default="work_dirs/bench/ablations", help="parent of the ablation runs")
+    parser.add_argument("--quality-dir", default="work_dirs/bench/quality",
+                        help="benchmarks/quality.py's work dir: the teacher, scratch and default-KD runs")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="passed to every training run, e.g. train_cfg.max_epochs=1 for a smoke test")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "ablations.json"), help="JSON results file")
+    parser.add_argument("--force", action="store_true", help="retrain runs whose best.pth already exists")
+    return parser
+
+
+def run_variant(options: list[str] | None, seed: int, args: argparse.Namespace) -> dict:
+    """One run: scratch (``options`` None), the default KD config (``[]``) or KD with ``options``."""
+    quality = Path(args.quality_dir)
+    common = list(args.cfg_options)
+    if options is None:
+        return train_and_test("configs/demo/student_scratch.py", quality / f"scratch_s{seed}", args.data, common,
+                              seed, args.force)
+    teacher = quality / f"teacher_s{seed}"
+    train_and_test("configs/demo/teacher.py", teacher, args.data, common, seed, False)
+    common.append(f"model.teacher_checkpoint={teacher / 'best.pth'}")
+    if not options:
+        return train_and_test(KD_CONFIG, quality / f"kd_s{seed}", args.data, common, seed, args.force)
+    name = "_".join(o.split(".", 2)[-1].replace("=", "-") for o in options)
+    return train_and_test(KD_CONFIG, Path(args.work_dir) / f"{name}_s{seed}", args.data, common + options, seed,
+                          args.force)
+
+
+def summarize(results: dict) -> dict:
+    """``{group: {variant: {split: {metric: {"mean", "std"}}}}}`` over the seeds run."""
+    out: dict = {}
+    for group, variants in results.items():
+        out[group] = {}
+        for variant, by_seed in variants.items():
+            out[group][variant] = {split: {key: dict(zip(("mean", "std"),
+                                                         mean_std([r[split][key] for r in by_seed.values()])))
+                                           for key in QUALITY_KEYS} for split in ("val", "test")}
+    return out
+
+
+def format_tables(summary: dict) -> str:
+    """One markdown table per group (test split), with each variant's difference to the group's first row."""
+    parts = []
+    for group, variants in summary.items():
+        names = list(variants)
+        base = variants[names[0]]["test"]
+        rows = []
+        for name in names:
+            test = variants[name]["test"]
+            cells = [f"{test[k]['mean']:.2f}" + (f" ± {test[k]['std']:.2f}" if test[k]["std"] else "") +
+                     ("" if name == names[0] else f" ({test[k]['mean'] - base[k]['mean']:+.2f})")
+                     for k in QUALITY_KEYS]
+            rows.append([name, *cells])
+        parts.append(f"### {group} (test split; in brackets: vs {names[0]})\n\n"
+                     + markdown_table(["variant", *QUALITY_KEYS], rows))
+    return "\n\n".join(parts)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    results: dict = {}
+    for group in args.groups:
+        results[group] = {}
+        for variant, options in GROUPS[group].items():
+            results[group][variant] = {seed: run_variant(options, seed, args) for seed in args.seeds}
+    summary = summarize(results)
+    print("\n" + format_tables(summary))
+    payload = {"summary": summary, "options": {g: GROUPS[g] for g in args.groups},
+               "runs": {g: {v: {str(s): r for s, r in by_seed.items()} for v, by_seed in variants.items()}
+                        for g, variants in results.items()}}
+    print(f"\nwrote {write_results(args.out, 'ablations', payload, argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""What every benchmark shares: the machine description, running the tools, JSON output, mean/std, tables."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+QUALITY_KEYS = ("seg/mIoU", "det/mAP", "cls/top1")  # the primary metric of each task
+
+
+def machine_info() -> dict:
+    """Where the numbers were measured: CPU model, cores, threads, torch version, GPU (if any)."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    else:
+        info["gpu"] = None
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return info
+
+
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def write_results(path: str | Path, name: str, results: Mapping, argv: Sequence[str]) -> Path:
+    """Write ``{"benchmark", "command", "commit", "machine", "date", "results"}`` as indented JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "command": " ".join(["python", f"benchmarks/{name}.py", *argv]),
+               "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(),
+               "results": results}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def run_tool(args: Sequence[str], log: Path | None = None) -> None:
+    """Run ``python tools/<x>.py ...`` from the repo root, like a person would; raise when it fails.
+
+    Output goes to ``log`` (appended) when given, else to this process's stdout.
+    """
+    cmd = [sys.executable, *[str(a) for a in args]]
+    print("$ " + " ".join(str(a) for a in args), flush=True)
+    if log is None:
+        result = subprocess.run(cmd, cwd=ROOT)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as handle:
+            result = subprocess.run(cmd, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        where = f"; see {log}" if log is not None else ""
+        raise RuntimeError(f"step failed (exit {result.returncode}): {' '.join(str(a) for a in args)}{where}")
+
+
+def train_and_test(config: str, work_dir: Path, data_root: str, options: Sequence[str] = (), seed: int = 0,
+                   force: bool = False) -> dict:
+    """Train ``config`` into ``work_dir`` (unless its best.pth exists), test best.pth on both held-out splits.
+
+    Returns ``{"val": metrics, "test": metrics, "seconds": training wall time or None when reused}``; val is
+    the split the checkpoint was selected on, test the one reported.
+    """
+    work_dir = Path(work_dir)
+    log = work_dir.parent / f"{work_dir.name}.log"
+    seconds = None
+    if force or not (work_dir / "best.pth").is_file():
+        start = time.perf_counter()
+        cmd = ["tools/train.py", config, "--work-dir", work_dir, "--data-root", data_root, "--seed", str(seed),
+               "--no-progress"]
+        run_tool(cmd + (["--cfg-options", *options] if options else []), log)
+        seconds = time.perf_counter() - start
+    results: dict = {"seconds": seconds}
+    for split in ("val", "test"):
+        out = work_dir / f"{split}_metrics.json"
+        if force or seconds is not None or not out.is_file():
+            run_tool(["tools/test.py", work_dir / "best.pth", "--split", split, "--data-root", data_root,
+                      "--out", out, "--no-progress"], log)
+        results[split] = json.loads(out.read_text())
+    return results
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; floats are printed with 2 decimals."""
+    def cell(value: object) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

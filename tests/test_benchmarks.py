@@ -1,0 +1,150 @@
+"""The benchmark scripts at tiny size: their arithmetic against hand computations, and each one end to end."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import ablations, common, cost, overhead, plots, quality
+from mtkd.config import Config, parse_cfg_options
+from mtkd.distill.distiller import resolve_tasks
+from mtkd.engine.checkpoint import save_checkpoint
+from mtkd.registry import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = {"seg": 9, "det": 8, "cls": 8}
+TINY = ["train_cfg.max_epochs=1", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
+        "val_dataloader.num_workers=0", "test_dataloader.num_workers=0", "param_scheduler.warmup.total_iters=1"]
+
+
+def fake_run(seg: float, det: float, cls: float) -> dict:
+    metrics = {"seg/mIoU": seg, "det/mAP": det, "cls/top1": cls}
+    return {"val": metrics, "test": metrics, "seconds": 60.0}
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    mean, std = common.mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert common.mean_std([3.0]) == (3.0, 0.0)
+
+
+def test_quality_summary_deltas_verdicts_and_gap_closed():
+    runs = {"teacher": {0: fake_run(30, 20, 50), 1: fake_run(32, 22, 52)},
+            "scratch": {0: fake_run(10, 5, 20), 1: fake_run(12, 5, 22)},
+            "kd": {0: fake_run(20, 5.5, 30), 1: fake_run(22, 6.5, 32)}}
+    summary = quality.summarize(runs)
+    kd = summary["comparisons"]["kd"]["per_task"]
+    assert summary["stats"]["kd"]["seg/mIoU"] == {"mean": 21.0, "std": pytest.approx(math.sqrt(2))}
+    assert kd["seg/mIoU"]["delta"] == pytest.approx(10.0) and kd["seg/mIoU"]["beats_scratch"]
+    assert kd["seg/mIoU"]["gap_closed"] == pytest.approx(10 / 20)          # (21 - 11) / (31 - 11)
+    assert kd["det/mAP"]["delta"] == pytest.approx(1.0)                     # 6 - 5, std of kd = 0.707
+    assert kd["det/mAP"]["beats_scratch"] and kd["det/mAP"]["gap_closed"] == pytest.approx(1 / 16)
+    assert summary["comparisons"]["kd"]["mean_gap_closed"] == pytest.approx((0.5 + 1 / 16 + 10 / 30) / 3)
+    runs["kd"][1] = fake_run(22, 3.5, 32)  # det: mean 4.5 < scratch: does not beat it
+    summary = quality.summarize(runs)
+    assert not summary["comparisons"]["kd"]["per_task"]["det/mAP"]["beats_scratch"]
+    assert not summary["comparisons"]["kd"]["beats_scratch_on_every_task"]
+    assert "✗" in quality.format_summary(summary, runs)
+
+
+@pytest.mark.parametrize("group", list(ablations.GROUPS))
+def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
+    for variant, options in ablations.GROUPS[group].items():
+        cfg = Config.fromfile(REPO / ablations.KD_CONFIG)
+        if options is None:  # the scratch reference
+            continue
+        cfg.merge_from_dict(parse_cfg_options(options))  # as tools/train.py --cfg-options parses them
+        task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), ["seg", "det", "cls"])
+        if variant.startswith("alpha="):
+            assert {t.alpha for t in task_kd.values()} == {float(variant.split("=")[1])}
+        elif variant.startswith("T="):
+            assert losses["seg"]["temperature"] == losses["cls"]["temperature"] == float(variant.split("=")[1])
+        elif variant.endswith("KD only"):
+            kept = variant.split()[0]
+            assert {t for t, kd in task_kd.items() if kd.alpha > 0} == {kept}
+        elif variant == "plain MSE":
+            assert losses["det"]["objectness_weighted"] is False
+        else:
+            assert variant in ("all tasks", "objectness-weighted MSE")
+            assert all(kd.alpha == 0.5 for kd in task_kd.values()) and losses["det"]["objectness_weighted"]
+
+
+def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
+    work = tmp_path / "quality"
+    out = tmp_path / "quality.json"
+    assert quality.main(["--seeds", "0", "--variants", "scratch", "kd", "--data", str(tiny_synthetic),
+                         "--work-dir", str(work), "--out", str(out), "--cfg-options", *TINY]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["results"]["runs"]) == {"teacher", "scratch", "kd"}  # the teacher is trained for kd
+    assert payload["machine"]["logical_cores"] >= 1 and payload["command"].startswith("python benchmarks/quality.py")
+    run = payload["results"]["runs"]["kd"]["0"]
+    saved = json.loads((work / "kd_s0" / "test_metrics.json").read_text())
+    assert run["test"]["det/mAP"] == saved["det/mAP"] and run["test"]["split"] == "test"
+    config = Config.fromfile(work / "kd_s0" / "config.py")
+    assert config.model.teacher_checkpoint == str(work / "teacher_s0" / "best.pth")
+    assert "kd" in payload["results"]["summary"]["comparisons"]
+    out = tmp_path / "ablations.json"
+    assert ablations.main(["--groups", "det_weighting", "--data", str(tiny_synthetic), "--quality-dir", str(work),
+                           "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--cfg-options", *TINY]) == 0
+    runs = json.loads(out.read_text())["results"]["runs"]["det_weighting"]
+    assert runs["objectness-weighted MSE"]["0"]["seconds"] is None  # reused quality's default KD run
+    plain = Config.fromfile(next((tmp_path / "abl").glob("*_s0")) / "config.py")
+    assert plain.model.tasks.det.loss.objectness_weighted is False
+
+
+def test_cost_measures_params_against_a_direct_count_and_positive_speeds():
+    row = cost.measure_model("configs/demo/student_scratch.py", torch.device("cpu"), batch_size=2, repeats=2,
+                             warmup=1)
+    model = MODELS.build(Config.fromfile(REPO / "configs/demo/student_scratch.py").model, num_classes=CLASSES)
+    assert row["params"] == sum(p.numel() for p in model.parameters())
+    assert row["latency_ms"] > 0 and row["throughput"] > 0 and len(row["latency_ms_all"]) == 2
+    ratio = cost.ratios({"params": 10, "gflops": 4.0, "latency_ms": 8.0, "throughput": 5.0},
+                        {"params": 2, "gflops": 1.0, "latency_ms": 2.0, "throughput": 20.0})
+    assert ratio == {"params": 5.0, "gflops": 4.0, "latency": 4.0, "throughput": 4.0}
+
+
+def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic):
+    out = tmp_path / "overhead.json"
+    assert overhead.main(["--data", str(tiny_synthetic), "--steps", "2", "--warmup", "0", "--loader-batches", "2",
+                          "--out", str(out), "--cfg-options", "train_dataloader.batch_size=4",
+                          "train_dataloader.num_workers=0"]) == 0
+    results = json.loads(out.read_text())["results"]
+    seconds = results["seconds"]
+    assert results["overhead_ratio"] == pytest.approx(
+        seconds["distill_step"] / (seconds["teacher_forward"] + seconds["student_step"]))
+    assert all(len(v) == 2 for v in results["seconds_all"].values())
+    assert results["loader_images_per_s"] > 0 and 0 <= results["loop"]["wait_fraction"] <= 1
+
+
+def _fake_checkpoint(path: Path, config: str, data_root: Path) -> None:
+    cfg = Config.fromfile(REPO / config)
+    cfg.merge_from_dict({"val_dataloader.dataset.data_root": str(data_root)})
+    model_cfg = cfg.model.to_dict()
+    model_cfg = model_cfg.get("student", model_cfg)
+    model = MODELS.build(model_cfg, num_classes=CLASSES)
+    save_checkpoint({"state_dict": model.state_dict(), "model_config": model_cfg, "num_classes": CLASSES,
+                     "config": cfg.to_dict()}, path / "best.pth")
+
+
+def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
+    pytest.importorskip("matplotlib")
+    for name, config in (("teacher", "configs/demo/teacher.py"), ("scratch", "configs/demo/student_scratch.py"),
+                         ("kd", "configs/demo/student_kd.py")):
+        run = tmp_path / f"{name}_s0"
+        run.mkdir()
+        _fake_checkpoint(run, config, tiny_synthetic)
+        lines = [{"epoch": e, "iter": 4 * e, "seg/mIoU": 10.0 + e, "det/mAP": 1.0 * e, "cls/top1": 20.0,
+                  "train/seg/ce": 1.0 / e, "train/det/box": 1.0, "train/det/obj": 1.0, "train/det/cls": 1.0,
+                  "train/cls/ce": 2.0} for e in (1, 2)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = plots.curves(tmp_path, "scratch")
+    assert data["train/seg/ce"] == ([1, 2], [[1.0, 0.5]])
+    assert plots.main(["--quality-dir", str(tmp_path), "--num-images", "2", "--out-dir", str(tmp_path / "png")]) == 0
+    from PIL import Image
+    for name in ("curves.png", "predictions.png"):
+        with Image.open(tmp_path / "png" / name) as image:
+            assert image.size[0] > 400 and image.size[1] > 300
+    with pytest.raises(FileNotFoundError, match="quality.py"):
+        plots.curves(tmp_path, "missing")
