@@ -82,7 +82,7 @@ def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch:
     optimizer.step()
 
 
-def measure_steps(cfg: Config, distiller, student, batches: list, device, args) -> dict:
+def measure_steps(distiller, student, batches: list, device, args) -> dict:
     """Median seconds of (a) distillation step, (b) teacher forward, (c) student step, interleaved."""
     amp = {"enabled": args.amp, "dtype": "bfloat16"}
     opt_kd = torch.optim.AdamW([p for p in distiller.parameters() if p.requires_grad], lr=1e-4)
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         if len(batches) == 4:
             break
     print(f"timing {args.steps} rounds at batch {batch_size} on {device} ...", flush=True)
-    steps = measure_steps(cfg, distiller, student, batches, device, args)
+    steps = measure_steps(distiller, student, batches, device, args)
     ratio = steps["distill_step"] / (steps["teacher_forward"] + steps["student_step"])
     print("measuring the loader ...", flush=True)
     loader_speed = measure_loader(loader, args.loader_batches)
