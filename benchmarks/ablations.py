@@ -37,8 +37,10 @@ GROUPS = {  # group: {variant: cfg-options on configs/demo/student_kd.py}; "defa
     "temperature": {f"T={t}": [] if t == 2 else [f"model.tasks.seg.loss.temperature={t}",
                                                    f"model.tasks.cls.loss.temperature={t}"] for t in (1, 2, 4)},
     "per_task": {"scratch": None, "seg KD only": _only("seg"), "det KD only": _only("det"),
-                 "cls KD only": _only("cls"), "all tasks": []},
-    "det_weighting": {"objectness-weighted MSE": [], "plain MSE": ["model.tasks.det.loss.objectness_weighted=False"]},
+                 "cls KD only": _only("cls"), "seg + cls KD (no det)": ["model.tasks.det.alpha=0.0"],
+                 "all tasks": []},
+    "det_weighting": {"objectness-weighted MSE": [], "plain MSE": ["model.tasks.det.loss.objectness_weighted=False"],
+                      "objectness-weighted MSE on probabilities": ["model.tasks.det.loss.probabilities=True"]},
 }
 
 

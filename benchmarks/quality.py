@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", default="work_dirs/bench/quality", help="parent of every run's work dir")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="passed to every training run, e.g. train_cfg.max_epochs=1 for a smoke test")
+    parser.add_argument("--teacher-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="added for the teacher runs only, e.g. train_cfg.max_epochs=12 for a teacher trained "
+                             "longer than the students (use its own --work-dir)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "quality.json"), help="JSON results file")
     parser.add_argument("--force", action="store_true", help="retrain runs whose best.pth already exists")
     return parser
@@ -52,7 +55,7 @@ def run_all(args: argparse.Namespace) -> dict:
     for seed in args.seeds:
         for name in names:
             config, distilled = VARIANTS[name]
-            options = list(args.cfg_options)
+            options = list(args.cfg_options) + (list(args.teacher_options) if name == "teacher" else [])
             if distilled:
                 options.append(f"model.teacher_checkpoint={work / f'teacher_s{seed}' / 'best.pth'}")
             runs[name][seed] = train_and_test(config, work / f"{name.replace('+', '_')}_s{seed}", args.data,

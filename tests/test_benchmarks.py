@@ -64,8 +64,12 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
         elif variant.endswith("KD only"):
             kept = variant.split()[0]
             assert {t for t, kd in task_kd.items() if kd.alpha > 0} == {kept}
+        elif variant == "seg + cls KD (no det)":
+            assert {t for t, kd in task_kd.items() if kd.alpha > 0} == {"seg", "cls"}
         elif variant == "plain MSE":
             assert losses["det"]["objectness_weighted"] is False
+        elif variant.endswith("on probabilities"):
+            assert losses["det"]["probabilities"] is True and losses["det"]["objectness_weighted"]
         else:
             assert variant in ("all tasks", "objectness-weighted MSE")
             assert all(kd.alpha == 0.5 for kd in task_kd.values()) and losses["det"]["objectness_weighted"]
@@ -75,7 +79,8 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     work = tmp_path / "quality"
     out = tmp_path / "quality.json"
     assert quality.main(["--seeds", "0", "--variants", "scratch", "kd", "--data", str(tiny_synthetic),
-                         "--work-dir", str(work), "--out", str(out), "--cfg-options", *TINY]) == 0
+                         "--work-dir", str(work), "--out", str(out), "--cfg-options", *TINY,
+                         "--teacher-options", "train_cfg.max_epochs=2"]) == 0
     payload = json.loads(out.read_text())
     assert set(payload["results"]["runs"]) == {"teacher", "scratch", "kd"}  # the teacher is trained for kd
     assert payload["machine"]["logical_cores"] >= 1 and payload["command"].startswith("python benchmarks/quality.py")
@@ -84,6 +89,8 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert run["test"]["det/mAP"] == saved["det/mAP"] and run["test"]["split"] == "test"
     config = Config.fromfile(work / "kd_s0" / "config.py")
     assert config.model.teacher_checkpoint == str(work / "teacher_s0" / "best.pth")
+    assert config.train_cfg.max_epochs == 1  # --teacher-options reach the teacher only
+    assert Config.fromfile(work / "teacher_s0" / "config.py").train_cfg.max_epochs == 2
     assert "kd" in payload["results"]["summary"]["comparisons"]
     out = tmp_path / "ablations.json"
     assert ablations.main(["--groups", "det_weighting", "--data", str(tiny_synthetic), "--quality-dir", str(work),

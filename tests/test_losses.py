@@ -45,14 +45,18 @@ def ref_pixel_kl(student, teacher, temperature, target=None, ignore_index=255):
     return temperature ** 2 * total / max(count, 1)
 
 
-def ref_det_mse(student, teacher, box, obj, cls, weighted):
+def ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities=False):
     batch, points, width = student.shape
+    sigmoid = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
     sums, counts = [0.0, 0.0, 0.0], [batch * points * 4, batch * points, batch * points * (width - 5)]
     for b in range(batch):
         for n in range(points):
             w = 1.0 / (1.0 + math.exp(-float(teacher[b, n, 4]))) if weighted else 1.0
             for k in range(width):
-                err = (float(student[b, n, k]) - float(teacher[b, n, k])) ** 2
+                s_k, t_k = float(student[b, n, k]), float(teacher[b, n, k])
+                if probabilities and k >= 4:  # objectness and classes compared as probabilities
+                    s_k, t_k = sigmoid(s_k), sigmoid(t_k)
+                err = (s_k - t_k) ** 2
                 if k < 4:
                     sums[0] += w * err
                 elif k == 4:
@@ -153,15 +157,16 @@ def test_pixelwise_kl_all_ignored_is_zero_with_gradient_graph():
     assert loss.item() == 0.0 and torch.all(student.grad == 0)
 
 
+@pytest.mark.parametrize("probabilities", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 3.0)])
-def test_det_output_mse_matches_loop_reference(weighted, weights):
+def test_det_output_mse_matches_loop_reference(weighted, weights, probabilities):
     torch.manual_seed(3)
     student, teacher = rand(2, 9, 8), rand(2, 9, 8)
     box, obj, cls = weights
     loss_fn = MODELS.build(dict(type="DetOutputMSELoss", box=box, obj=obj, cls=cls, objectness_weighted=weighted,
-                                loss_weight=1.5))
-    expected = 1.5 * ref_det_mse(student, teacher, box, obj, cls, weighted)
+                                probabilities=probabilities, loss_weight=1.5))
+    expected = 1.5 * ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities)
     torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
 
 
@@ -173,6 +178,15 @@ def test_det_objectness_weighting_ignores_background_disagreement():
     weighted = MODELS.build(dict(type="DetOutputMSELoss", objectness_weighted=True))(student, teacher)
     plain = MODELS.build(dict(type="DetOutputMSELoss"))(student, teacher)
     assert weighted.item() < 1e-10 and plain.item() == pytest.approx(25.0 * 3 / 4)
+
+
+def test_det_probability_space_ignores_logit_gaps_between_confident_negatives():
+    teacher = torch.full((1, 3, 7), -30.0, dtype=torch.float64)  # background everywhere, very confident
+    student = torch.full((1, 3, 7), -6.0, dtype=torch.float64)   # also background, less confident
+    student[..., :4] = teacher[..., :4]
+    logits = MODELS.build(dict(type="DetOutputMSELoss"))(student, teacher)
+    probs = MODELS.build(dict(type="DetOutputMSELoss", probabilities=True))(student, teacher)
+    assert logits.item() == pytest.approx(2 * 24.0 ** 2) and probs.item() < 1e-4
 
 
 @pytest.mark.parametrize("temperature", TEMPERATURES)

@@ -80,23 +80,29 @@ def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, targ
 
 
 def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj: float = 1.0, cls: float = 1.0,
-                        objectness_weighted: bool = False) -> Tensor:
+                        objectness_weighted: bool = False, probabilities: bool = False) -> Tensor:
     """MSE between raw detection outputs ``[B, N, 5 + C]``: ``box * MSE(:4) + obj * MSE(4) + cls * MSE(5:)``.
 
     With ``objectness_weighted`` the box and class errors at each location are multiplied by the
     teacher's ``sigmoid`` objectness there (Mehta & Ozturk 2018, "Object detection at 200 Frames Per
     Second", objectness-scaled distillation), so that the many background locations do not dominate; the
     objectness term itself stays unweighted, as in the paper. Each term is a mean over its elements.
+    With ``probabilities`` the objectness and class errors are taken between ``sigmoid`` probabilities,
+    as the paper does, instead of raw logits (box regression stays raw): confident negatives, whose logits
+    can differ by several units while both mean "no object", then no longer dominate the loss.
     """
     _check_same_shape("DetOutputMSELoss", student, teacher, "raw det outputs [B, N, 5 + C]")
     if student.dim() != 3 or student.shape[-1] < 6:
         raise ValueError(f"DetOutputMSELoss: expected raw det outputs [B, N, 5 + C] with C >= 1, got shape "
                          f"{tuple(student.shape)}")
+    teacher_objectness = teacher[..., 4:5].sigmoid()  # [B, N, 1]
+    if probabilities:
+        student = torch.cat([student[..., :4], student[..., 4:].sigmoid()], dim=-1)
+        teacher = torch.cat([teacher[..., :4], teacher[..., 4:].sigmoid()], dim=-1)
     sq_err = (student - teacher) ** 2  # [B, N, 5 + C]
     box_err, obj_err, cls_err = sq_err[..., :4], sq_err[..., 4], sq_err[..., 5:]
     if objectness_weighted:
-        weight = teacher[..., 4:5].sigmoid()  # [B, N, 1]
-        box_err, cls_err = box_err * weight, cls_err * weight
+        box_err, cls_err = box_err * teacher_objectness, cls_err * teacher_objectness
     return box * box_err.mean() + obj * obj_err.mean() + cls * cls_err.mean()
 
 
@@ -222,16 +228,19 @@ class PixelwiseKLLoss(SoftLoss):
 
 @MODELS.register_module()
 class DetOutputMSELoss(SoftLoss):
-    """MSE on raw det outputs ``[B, N, 5 + C]``; optional objectness weighting (Mehta & Ozturk 2018)."""
+    """MSE on det outputs ``[B, N, 5 + C]`` (Mehta & Ozturk 2018): optional objectness weighting, and
+    objectness/class errors on logits or (``probabilities=True``, the paper's form) on sigmoid probabilities."""
 
     def __init__(self, box: float = 1.0, obj: float = 1.0, cls: float = 1.0, objectness_weighted: bool = False,
-                 loss_weight: float = 1.0):
+                 probabilities: bool = False, loss_weight: float = 1.0):
         super().__init__(loss_weight)
         self.box, self.obj, self.cls = float(box), float(obj), float(cls)
         self.objectness_weighted = bool(objectness_weighted)
+        self.probabilities = bool(probabilities)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        loss = det_output_mse_loss(student, teacher, self.box, self.obj, self.cls, self.objectness_weighted)
+        loss = det_output_mse_loss(student, teacher, self.box, self.obj, self.cls, self.objectness_weighted,
+                                   self.probabilities)
         return self.loss_weight * loss
 
 
