@@ -55,7 +55,7 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
         cfg = Config.fromfile(REPO / ablations.KD_CONFIG)
         if options is None:  # the scratch reference
             continue
-        cfg.merge_from_dict(parse_cfg_options(options))  # as tools/train.py --cfg-options parses them
+        cfg.merge_from_dict(parse_cfg_options(ablations.RECIPE + options))  # as tools/train.py parses them
         task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), ["seg", "det", "cls"])
         if variant.startswith("alpha="):
             assert {t.alpha for t in task_kd.values()} == {float(variant.split("=")[1])}
@@ -73,6 +73,7 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
         else:
             assert variant in ("all tasks", "objectness-weighted MSE")
             assert all(kd.alpha == 0.5 for kd in task_kd.values()) and losses["det"]["objectness_weighted"]
+            assert losses["det"]["probabilities"] is False  # the recipe the ablations ran on
 
 
 def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
@@ -96,9 +97,12 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert ablations.main(["--groups", "det_weighting", "--data", str(tiny_synthetic), "--quality-dir", str(work),
                            "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--cfg-options", *TINY]) == 0
     runs = json.loads(out.read_text())["results"]["runs"]["det_weighting"]
-    assert runs["objectness-weighted MSE"]["0"]["seconds"] is None  # reused quality's default KD run
-    plain = Config.fromfile(next((tmp_path / "abl").glob("*_s0")) / "config.py")
-    assert plain.model.tasks.det.loss.objectness_weighted is False
+    assert set(runs) == set(ablations.GROUPS["det_weighting"])
+    ablated = {name: Config.fromfile(tmp_path / "abl" / f"{name}_s0" / "config.py").model.tasks.det.loss
+               for name in ("default", "det.loss.objectness_weighted-False", "det.loss.probabilities-True")}
+    assert not ablated["default"].probabilities and ablated["default"].objectness_weighted  # the ablated recipe
+    assert not ablated["det.loss.objectness_weighted-False"].objectness_weighted
+    assert ablated["det.loss.probabilities-True"].probabilities  # the variant's option wins over the recipe's
 
 
 def test_cost_measures_params_against_a_direct_count_and_positive_speeds():

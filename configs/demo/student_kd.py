@@ -13,7 +13,10 @@ model = dict(
     teacher_checkpoint="work_dirs/demo/teacher/best.pth",  # train it first: tools/train.py configs/demo/teacher.py
     tasks=dict(
         seg=dict(alpha=0.5, ratio=1.0, loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
-        det=dict(alpha=0.5, ratio=1.0, loss=dict(type="DetOutputMSELoss", objectness_weighted=True)),
+        # objectness and classes compared as probabilities (Mehta & Ozturk's form): on raw logits the
+        # confident-negative background dominates and KD made every task worse (README, Results)
+        det=dict(alpha=0.5, ratio=1.0, loss=dict(type="DetOutputMSELoss", objectness_weighted=True,
+                                                 probabilities=True)),
         cls=dict(alpha=0.5, ratio=1.0, loss=dict(type="LogitKDLoss", temperature=2.0)),
     ),
 )

@@ -96,9 +96,9 @@ class Distiller(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Batch (see ``mtkd.structures``) -> ``{"loss", "<task>/hard|soft|total", "<task>/<term>", "feat/<i>"}``."""
         with_feats = len(self.feature_links) > 0
-        student_out = self.student(batch[IMG_KEY], with_feats=with_feats)
-        with torch.no_grad():
+        with torch.no_grad():  # teacher first: its intermediate maps are freed before the student's are made
             teacher_out = self.teacher(batch[IMG_KEY], with_feats=with_feats)
+        student_out = self.student(batch[IMG_KEY], with_feats=with_feats)
         hard_terms = self.student.loss(student_out, batch)
         losses: dict[str, Tensor] = dict(hard_terms)
         total = batch[IMG_KEY].new_zeros((), dtype=torch.float32)
