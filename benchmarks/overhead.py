@@ -124,7 +124,7 @@ def measure_data_wait(distiller, loader, device, batches: int, amp: dict) -> dic
     optimizer = torch.optim.AdamW([p for p in distiller.parameters() if p.requires_grad], lr=1e-4)
     it = iter(loader)
     train_step(distiller, optimizer, to_device(next(it), device), amp)  # warm up workers and model
-    wait = total = 0.0
+    wait = 0.0
     count = 0
     start = time.perf_counter()
     for _ in range(batches):
@@ -144,10 +144,17 @@ def measure_data_wait(distiller, loader, device, batches: int, amp: dict) -> dic
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.steps, args.loader_batches) < 1 or args.warmup < 0:
+        parser.error(f"--steps and --loader-batches must be >= 1 and --warmup >= 0, got {args.steps}, "
+                     f"{args.loader_batches}, {args.warmup}")
     device = select_device(args.device)
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
+    if cfg.model.get("type") != "Distiller":
+        parser.error(f"--config {args.config}: model.type is {cfg.model.get('type')!r}; expected a Distiller "
+                     f"config (e.g. configs/demo/student_kd.py)")
     set_data_root(cfg, args.data)
     loader = build_loader(cfg, "train", False, 0)
     num_classes = dict(loader.dataset.num_classes)

@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mtkd  # noqa: E402,F401  registers every component
 from benchmarks.common import RESULTS_DIR  # noqa: E402
+from mtkd.config import Config  # noqa: E402
 from mtkd.engine.checkpoint import build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.engine.trainer import build_loader  # noqa: E402
 from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize  # noqa: E402
 
 CURVE_KEYS = ("train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce",
@@ -104,9 +106,6 @@ def plot_predictions(quality_dir: Path, seed: int, num_images: int, score_thr: f
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from mtkd.engine.trainer import build_loader
-    from mtkd.config import Config
 
     models, ckpts = {}, {}
     for name in COLUMNS:

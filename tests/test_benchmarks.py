@@ -129,6 +129,12 @@ def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic)
     assert results["loader_images_per_s"] > 0 and 0 <= results["loop"]["wait_fraction"] <= 1
 
 
+def test_overhead_refuses_a_config_that_is_not_a_distiller(capsys):
+    with pytest.raises(SystemExit):
+        overhead.main(["--config", "configs/demo/student_scratch.py"])
+    assert "expected a Distiller" in capsys.readouterr().err
+
+
 def _fake_checkpoint(path: Path, config: str, data_root: Path) -> None:
     cfg = Config.fromfile(REPO / config)
     cfg.merge_from_dict({"val_dataloader.dataset.data_root": str(data_root)})
