@@ -1,15 +1,14 @@
-"""Ablations of the distilled demo student: alpha, temperature, per-task KD, det KD weighting.
+"""Ablations of the distilled demo student: alpha, temperature, per-task KD, det KD form, feature KD.
 
-    python benchmarks/ablations.py [--groups alpha temperature per_task det_weighting] [--seeds 0]
+    python benchmarks/ablations.py [--groups alpha det_alpha temperature per_task det_kd feature_kd] [--seeds 0]
+                                   [--epochs 12]
 
-Every variant is the recipe these ablations were run on -- configs/demo/student_kd.py with det KD on raw
-logits (RECIPE below: alpha 0.5, T 2, objectness-weighted det MSE on logits, all three tasks distilled) --
-with one thing changed through --cfg-options, distilled from the teacher of the same seed that
-benchmarks/quality.py trains (trained here when missing). The teacher and scratch runs are shared with
-quality.py's work dir. (These ablations found that det KD on logits hurts; the config's default now
-compares objectness and classes as probabilities: the "on probabilities" variant.) Numbers are on the held-out test split; the val split
-(which picked each best.pth) is in the JSON too, and is the one to choose settings by.
-Prints one table per group and writes benchmarks/results/ablations.json.
+Every variant is the default recipe of configs/demo/student_kd.py (RECIPE below adds nothing to it) with
+one thing changed through --cfg-options, distilled from the teacher of the same seed that
+benchmarks/quality.py trains (trained here when missing), on quality.py's schedule (--epochs, 12 by
+default, every run). The teacher and scratch runs are shared with quality.py's work dir. Numbers are on
+the held-out test split; the val split (which picked each best.pth) is in the JSON too, and is the one to
+choose settings by. Prints one table per group and writes benchmarks/results/ablations.json.
 """
 from __future__ import annotations
 
@@ -24,26 +23,40 @@ from benchmarks.common import (QUALITY_KEYS, RESULTS_DIR, markdown_table, mean_s
 
 TASKS = ("seg", "det", "cls")
 KD_CONFIG = "configs/demo/student_kd.py"
-RECIPE = ["model.tasks.det.loss.probabilities=False"]  # the base every variant changes one thing of
+FEAT_CONFIG = "configs/demo/student_kd_feat.py"  # KD_CONFIG + PKD feature KD on the four neck levels
+RECIPE: list[str] = []  # the base every variant changes one thing of: the config's own defaults
+QUALITY_RUNS = {KD_CONFIG: "kd", FEAT_CONFIG: "kd_feat"}  # quality.py's run of each config, reused as is
 
 
-def _alpha(value: float) -> list[str]:
-    return [f"model.tasks.{task}.alpha={value}" for task in TASKS]
+def _alpha(value: float, tasks: tuple[str, ...] = ("seg", "cls")) -> list[str]:
+    return [f"model.tasks.{task}.alpha={value}" for task in tasks]
 
 
 def _only(kept: str) -> list[str]:
     return [f"model.tasks.{task}.alpha=0.0" for task in TASKS if task != kept]
 
 
-GROUPS = {  # group: {variant: cfg-options on top of RECIPE}; [] is the recipe itself, None the scratch student
-    "alpha": {"alpha=0.3": _alpha(0.3), "alpha=0.5": [], "alpha=0.7": _alpha(0.7), "alpha=0.9": _alpha(0.9)},
+def _feature_mode(mode: str) -> list[str]:
+    return [f"model.feature_kd.{level}.loss.mode={mode}" for level in range(4)]
+
+
+# group: {variant: cfg-options on top of RECIPE}. [] is the recipe itself, None the scratch student, and
+# (config, options) a variant that starts from another config than KD_CONFIG.
+GROUPS = {
+    "alpha": {"seg+cls alpha=0.3": _alpha(0.3), "seg+cls alpha=0.5": _alpha(0.5),
+              "seg+cls alpha=0.7": _alpha(0.7), "seg+cls alpha=0.9": []},  # det alpha stays 0.5
+    "det_alpha": {"det alpha=0.3": _alpha(0.3, ("det",)), "det alpha=0.5": [],
+                  "det alpha=0.9": _alpha(0.9, ("det",))},  # seg and cls stay 0.9
     "temperature": {f"T={t}": [] if t == 2 else [f"model.tasks.seg.loss.temperature={t}",
                                                    f"model.tasks.cls.loss.temperature={t}"] for t in (1, 2, 4)},
     "per_task": {"scratch": None, "seg KD only": _only("seg"), "det KD only": _only("det"),
-                 "cls KD only": _only("cls"), "seg + cls KD (no det)": ["model.tasks.det.alpha=0.0"],
-                 "all tasks": []},
-    "det_weighting": {"objectness-weighted MSE": [], "plain MSE": ["model.tasks.det.loss.objectness_weighted=False"],
-                      "objectness-weighted MSE on probabilities": ["model.tasks.det.loss.probabilities=True"]},
+                 "cls KD only": _only("cls"), "all tasks": []},
+    "det_kd": {"objectness-weighted, per teacher object": [],
+               "plain MSE (no objectness weighting)": ["model.tasks.det.loss.objectness_weighted=False"],
+               "objectness-weighted, mean over locations": ["model.tasks.det.loss.normalize=mean"],
+               "objectness-weighted, on logits": ["model.tasks.det.loss.probabilities=False"]},
+    "feature_kd": {"none": [], "PKD (Pearson), 4 levels": (FEAT_CONFIG, []),
+                   "FitNets MSE, 4 levels": (FEAT_CONFIG, _feature_mode("mse"))},
 }
 
 
@@ -51,30 +64,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS), help="which ablations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="train_cfg.max_epochs of every run, teacher included (as in benchmarks/quality.py)")
     parser.add_argument("--data", default="data/synthetic", help="the synthetic set (tools/make_synthetic.py)")
     parser.add_argument("--work-dir", default="work_dirs/bench/ablations", help="parent of the ablation runs")
     parser.add_argument("--quality-dir", default="work_dirs/bench/quality",
                         help="benchmarks/quality.py's work dir: the teacher and scratch runs")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="passed to every training run, e.g. train_cfg.max_epochs=1 for a smoke test")
+                        help="passed to every training run after --epochs, e.g. train_dataloader.num_workers=0")
     parser.add_argument("--out", default=str(RESULTS_DIR / "ablations.json"), help="JSON results file")
     parser.add_argument("--force", action="store_true", help="retrain runs whose best.pth already exists")
     return parser
 
 
-def run_variant(options: list[str] | None, seed: int, args: argparse.Namespace) -> dict:
-    """One run: scratch (``options`` None), the ablated recipe (``[]``) or the recipe with ``options``."""
+def run_variant(variant: list[str] | tuple[str, list[str]] | None, seed: int, args: argparse.Namespace) -> dict:
+    """One run: scratch (``None``), the recipe (``[]``), the recipe with options, or another config's."""
     quality = Path(args.quality_dir)
-    common = list(args.cfg_options)
-    if options is None:
+    common = [f"train_cfg.max_epochs={args.epochs}", *args.cfg_options]
+    if variant is None:
         return train_and_test("configs/demo/student_scratch.py", quality / f"scratch_s{seed}", args.data, common,
                               seed, args.force)
+    config, options = variant if isinstance(variant, tuple) else (KD_CONFIG, variant)
     teacher = quality / f"teacher_s{seed}"
     train_and_test("configs/demo/teacher.py", teacher, args.data, common, seed, False)
     common += [f"model.teacher_checkpoint={teacher / 'best.pth'}", *RECIPE]
+    work_dir = Path(args.work_dir) / f"{run_name(config, options)}_s{seed}"
+    if not options and not RECIPE and config in QUALITY_RUNS:  # the very run quality.py trains: share it
+        work_dir = quality / f"{QUALITY_RUNS[config]}_s{seed}"
+    return train_and_test(config, work_dir, args.data, common + options, seed, args.force)
+
+
+def run_name(config: str, options: list[str]) -> str:
+    """A work-dir name that says what differs from the recipe: ``default``, ``det.alpha-0.0_cls.alpha-0.0``."""
     name = "_".join(o.split(".", 2)[-1].replace("=", "-") for o in options) or "default"
-    return train_and_test(KD_CONFIG, Path(args.work_dir) / f"{name}_s{seed}", args.data, common + options, seed,
-                          args.force)
+    return name if config == KD_CONFIG else f"{Path(config).stem}_{name}"
 
 
 def summarize(results: dict) -> dict:
@@ -109,7 +132,10 @@ def format_tables(summary: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")
     results: dict = {}
     for group in args.groups:
         results[group] = {}

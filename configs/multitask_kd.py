@@ -21,7 +21,8 @@ model = dict(
                  loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
         det=dict(alpha=0.5, ratio=1.0,               # output MSE, weighted by teacher objectness
                  loss=dict(type="DetOutputMSELoss", box=1.0, obj=1.0, cls=1.0, objectness_weighted=True,
-                           probabilities=True)),  # obj/cls as probabilities, as in the paper
+                           probabilities=True,  # obj/cls as probabilities, as in the paper
+                           normalize="teacher_objectness")),  # sums / teacher's object count, like the hard loss
         cls=dict(alpha=0.7, ratio=0.5,               # Hinton KD on the image-level logits
                  loss=dict(type="LogitKDLoss", temperature=2.0)),
     ),

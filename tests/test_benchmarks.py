@@ -14,7 +14,7 @@ from mtkd.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"seg": 9, "det": 8, "cls": 8}
-TINY = ["train_cfg.max_epochs=1", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
+TINY = ["train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
         "val_dataloader.num_workers=0", "test_dataloader.num_workers=0", "param_scheduler.warmup.total_iters=1"]
 
 
@@ -49,38 +49,57 @@ def test_quality_summary_deltas_verdicts_and_gap_closed():
     assert "✗" in quality.format_summary(summary, runs)
 
 
+def ablated_config(variant) -> Config:
+    """The config an ablation variant trains, merged as tools/train.py merges --cfg-options."""
+    config, options = variant if isinstance(variant, tuple) else (ablations.KD_CONFIG, variant)
+    cfg = Config.fromfile(REPO / config)
+    cfg.merge_from_dict(parse_cfg_options(ablations.RECIPE + options))
+    return cfg
+
+
 @pytest.mark.parametrize("group", list(ablations.GROUPS))
 def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
+    recipe = ablated_config([])
+    recipe_kd, recipe_losses = resolve_tasks(recipe.model.tasks.to_dict(), ["seg", "det", "cls"])
     for variant, options in ablations.GROUPS[group].items():
-        cfg = Config.fromfile(REPO / ablations.KD_CONFIG)
         if options is None:  # the scratch reference
             continue
-        cfg.merge_from_dict(parse_cfg_options(ablations.RECIPE + options))  # as tools/train.py parses them
+        cfg = ablated_config(options)
         task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), ["seg", "det", "cls"])
-        if variant.startswith("alpha="):
-            assert {t.alpha for t in task_kd.values()} == {float(variant.split("=")[1])}
+        feature_kd = [dict(f) for f in cfg.model.get("feature_kd", [])]
+        changed = {task for task in losses if losses[task] != recipe_losses[task]}
+        if "alpha=" in variant:
+            tasks = ("det",) if variant.startswith("det") else ("seg", "cls")
+            value = float(variant.split("=")[1])
+            assert {t: kd.alpha for t, kd in task_kd.items()} == {
+                t: value if t in tasks else recipe_kd[t].alpha for t in recipe_kd} and not changed
         elif variant.startswith("T="):
             assert losses["seg"]["temperature"] == losses["cls"]["temperature"] == float(variant.split("=")[1])
         elif variant.endswith("KD only"):
             kept = variant.split()[0]
             assert {t for t, kd in task_kd.items() if kd.alpha > 0} == {kept}
-        elif variant == "seg + cls KD (no det)":
-            assert {t for t, kd in task_kd.items() if kd.alpha > 0} == {"seg", "cls"}
-        elif variant == "plain MSE":
-            assert losses["det"]["objectness_weighted"] is False
-        elif variant.endswith("on probabilities"):
-            assert losses["det"]["probabilities"] is True and losses["det"]["objectness_weighted"]
-        else:
-            assert variant in ("all tasks", "objectness-weighted MSE")
-            assert all(kd.alpha == 0.5 for kd in task_kd.values()) and losses["det"]["objectness_weighted"]
-            assert losses["det"]["probabilities"] is False  # the recipe the ablations ran on
+        elif variant.startswith("plain MSE"):
+            assert losses["det"]["objectness_weighted"] is False and changed == {"det"}
+        elif variant.endswith("mean over locations"):
+            assert losses["det"]["normalize"] == "mean" and changed == {"det"}
+        elif variant.endswith("on logits"):
+            assert losses["det"]["probabilities"] is False and changed == {"det"}
+        elif variant.startswith("FitNets"):
+            assert [f["loss"]["mode"] for f in feature_kd] == ["mse"] * 4 and task_kd == recipe_kd
+        elif variant.startswith("PKD"):
+            assert [f["loss"]["mode"] for f in feature_kd] == ["pearson"] * 4 and task_kd == recipe_kd
+        else:  # the recipe itself, under the group's name for it
+            assert options == [] and task_kd == recipe_kd and not changed and not feature_kd
+    if group == "det_kd":  # what the det variants change from: the recipe's det KD
+        det = recipe_losses["det"]
+        assert det["objectness_weighted"] and det["probabilities"] and det["normalize"] == "teacher_objectness"
 
 
 def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     work = tmp_path / "quality"
     out = tmp_path / "quality.json"
     assert quality.main(["--seeds", "0", "--variants", "scratch", "kd", "--data", str(tiny_synthetic),
-                         "--work-dir", str(work), "--out", str(out), "--cfg-options", *TINY,
+                         "--work-dir", str(work), "--out", str(out), "--epochs", "1", "--cfg-options", *TINY,
                          "--teacher-options", "train_cfg.max_epochs=2"]) == 0
     payload = json.loads(out.read_text())
     assert set(payload["results"]["runs"]) == {"teacher", "scratch", "kd"}  # the teacher is trained for kd
@@ -94,15 +113,17 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert Config.fromfile(work / "teacher_s0" / "config.py").train_cfg.max_epochs == 2
     assert "kd" in payload["results"]["summary"]["comparisons"]
     out = tmp_path / "ablations.json"
-    assert ablations.main(["--groups", "det_weighting", "--data", str(tiny_synthetic), "--quality-dir", str(work),
-                           "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--cfg-options", *TINY]) == 0
-    runs = json.loads(out.read_text())["results"]["runs"]["det_weighting"]
-    assert set(runs) == set(ablations.GROUPS["det_weighting"])
+    assert ablations.main(["--groups", "det_kd", "--data", str(tiny_synthetic), "--quality-dir", str(work),
+                           "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--epochs", "1",
+                           "--cfg-options", *TINY]) == 0
+    runs = json.loads(out.read_text())["results"]["runs"]["det_kd"]
+    assert set(runs) == set(ablations.GROUPS["det_kd"])
+    assert runs["objectness-weighted, per teacher object"]["0"]["test"] == run["test"]  # quality's kd run, reused
     ablated = {name: Config.fromfile(tmp_path / "abl" / f"{name}_s0" / "config.py").model.tasks.det.loss
-               for name in ("default", "det.loss.objectness_weighted-False", "det.loss.probabilities-True")}
-    assert not ablated["default"].probabilities and ablated["default"].objectness_weighted  # the ablated recipe
+               for name in ("det.loss.objectness_weighted-False", "det.loss.normalize-mean")}
     assert not ablated["det.loss.objectness_weighted-False"].objectness_weighted
-    assert ablated["det.loss.probabilities-True"].probabilities  # the variant's option wins over the recipe's
+    assert ablated["det.loss.normalize-mean"].normalize == "mean"
+    assert Config.fromfile(tmp_path / "abl" / "det.loss.normalize-mean_s0" / "config.py").train_cfg.max_epochs == 1
 
 
 def test_cost_measures_params_against_a_direct_count_and_positive_speeds():

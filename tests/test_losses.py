@@ -1,5 +1,6 @@
 """Soft losses vs float64 references written loop-wise from the papers' formulas."""
 import math
+import statistics
 
 import pytest
 import torch
@@ -45,13 +46,16 @@ def ref_pixel_kl(student, teacher, temperature, target=None, ignore_index=255):
     return temperature ** 2 * total / max(count, 1)
 
 
-def ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities=False):
+def ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities=False, normalize="mean"):
     batch, points, width = student.shape
     sigmoid = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
     sums, counts = [0.0, 0.0, 0.0], [batch * points * 4, batch * points, batch * points * (width - 5)]
+    objects = sum(sigmoid(float(teacher[b, n, 4])) for b in range(batch) for n in range(points))
+    if normalize == "teacher_objectness":  # every sum divided by the teacher's soft object count
+        counts = [max(objects, 1.0)] * 3
     for b in range(batch):
         for n in range(points):
-            w = 1.0 / (1.0 + math.exp(-float(teacher[b, n, 4]))) if weighted else 1.0
+            w = sigmoid(float(teacher[b, n, 4])) if weighted else 1.0
             for k in range(width):
                 s_k, t_k = float(student[b, n, k]), float(teacher[b, n, k])
                 if probabilities and k >= 4:  # objectness and classes compared as probabilities
@@ -157,17 +161,37 @@ def test_pixelwise_kl_all_ignored_is_zero_with_gradient_graph():
     assert loss.item() == 0.0 and torch.all(student.grad == 0)
 
 
+@pytest.mark.parametrize("normalize", ["mean", "teacher_objectness"])
 @pytest.mark.parametrize("probabilities", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (2.0, 0.5, 3.0)])
-def test_det_output_mse_matches_loop_reference(weighted, weights, probabilities):
+def test_det_output_mse_matches_loop_reference(weighted, weights, probabilities, normalize):
     torch.manual_seed(3)
     student, teacher = rand(2, 9, 8), rand(2, 9, 8)
     box, obj, cls = weights
     loss_fn = MODELS.build(dict(type="DetOutputMSELoss", box=box, obj=obj, cls=cls, objectness_weighted=weighted,
-                                probabilities=probabilities, loss_weight=1.5))
-    expected = 1.5 * ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities)
+                                probabilities=probabilities, normalize=normalize, loss_weight=1.5))
+    expected = 1.5 * ref_det_mse(student, teacher, box, obj, cls, weighted, probabilities, normalize)
     torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
+
+
+def test_det_teacher_objectness_normalization_is_independent_of_background_count():
+    teacher = torch.full((1, 2, 7), 0.5, dtype=torch.float64)
+    teacher[0, :, 4] = torch.tensor([30.0, -30.0])  # one sure object, one sure background point
+    student = teacher.clone()
+    student[0, 0, 5:] += 1.0  # class disagreement at the object only
+    background = teacher[:, 1:].expand(1, 98, 7)  # 98 more background points, where both agree
+    loss_fn = MODELS.build(dict(type="DetOutputMSELoss", objectness_weighted=True, normalize="teacher_objectness"))
+    few = loss_fn(student, teacher)
+    many = loss_fn(torch.cat([student, background], 1), torch.cat([teacher, background], 1))
+    mean = MODELS.build(dict(type="DetOutputMSELoss", objectness_weighted=True))
+    assert few.item() == pytest.approx(2.0, rel=1e-9) and many.item() == pytest.approx(2.0, rel=1e-9)
+    assert mean(torch.cat([student, background], 1), torch.cat([teacher, background], 1)).item() < few.item() / 40
+
+
+def test_det_output_mse_rejects_unknown_normalization():
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        MODELS.build(dict(type="DetOutputMSELoss", normalize="sum"))
 
 
 def test_det_objectness_weighting_ignores_background_disagreement():
@@ -238,6 +262,19 @@ def test_feature_kd_applies_adapter_then_matches_reference(mode):
     assert loss_fn.adapter.weight.grad is not None and loss_fn.adapter.weight.grad.abs().sum() > 0
 
 
+def test_feature_kd_pearson_is_one_minus_the_channel_correlation_whatever_the_scale():
+    torch.manual_seed(9)
+    loss_fn = MODELS.build(dict(type="FeatureKDLoss", student_channels=3, teacher_channels=3, mode="pearson")).double()
+    student, teacher = rand(2, 3, 4, 4), rand(2, 3, 4, 4)
+    adapted = loss_fn.adapter(student).detach()
+    per_channel = [statistics.correlation(adapted[:, c].flatten().tolist(), teacher[:, c].flatten().tolist())
+                   for c in range(3)]
+    expected = 1.0 - sum(per_channel) / 3
+    torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
+    scaled = loss_fn(student, 100.0 * teacher + 7.0).item()  # per-channel affine change of the teacher
+    torch.testing.assert_close(scaled, expected, **TOL)
+
+
 # -- identical outputs: zero loss and zero gradient --------------------------------------------------
 IDENTICAL_CASES = [
     (dict(type="LogitKDLoss", temperature=3.0), (4, 6), None),
@@ -247,6 +284,7 @@ IDENTICAL_CASES = [
     (dict(type="CWDLoss", temperature=3.0), (2, 4, 5, 5), None),
     (dict(type="FeatureKDLoss", student_channels=4, teacher_channels=4, mode="mse"), (2, 4, 5, 5), None),
     (dict(type="FeatureKDLoss", student_channels=4, teacher_channels=4, mode="cosine"), (2, 4, 5, 5), None),
+    (dict(type="FeatureKDLoss", student_channels=4, teacher_channels=4, mode="pearson"), (2, 4, 5, 5), None),
 ]
 
 
@@ -279,5 +317,5 @@ def test_bad_shapes_and_settings_are_errors_that_name_the_loss():
         MODELS.build(dict(type="CWDLoss"))(rand(2, 3, 4, 4), rand(2, 4, 4, 4))
     with pytest.raises(ValueError, match="temperature must be a positive number, got 0"):
         MODELS.build(dict(type="PixelwiseKLLoss", temperature=0))
-    with pytest.raises(ValueError, match="mode must be 'mse' or 'cosine'"):
+    with pytest.raises(ValueError, match="mode must be one of"):
         MODELS.build(dict(type="FeatureKDLoss", student_channels=2, teacher_channels=2, mode="l1"))

@@ -13,6 +13,9 @@ from torch import Tensor, nn
 from mtkd.registry import MODELS
 from mtkd.structures import IGNORE_INDEX
 
+DET_KD_NORMALIZE = ("mean", "teacher_objectness")  # DetOutputMSELoss(normalize=...)
+FEATURE_KD_MODES = ("mse", "cosine", "pearson")     # FeatureKDLoss(mode=...)
+
 
 # -- checks ------------------------------------------------------------------------------------------
 def _check_temperature(name: str, temperature: float) -> float:
@@ -80,7 +83,8 @@ def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, targ
 
 
 def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj: float = 1.0, cls: float = 1.0,
-                        objectness_weighted: bool = False, probabilities: bool = False) -> Tensor:
+                        objectness_weighted: bool = False, probabilities: bool = False,
+                        normalize: str = "mean") -> Tensor:
     """MSE between raw detection outputs ``[B, N, 5 + C]``: ``box * MSE(:4) + obj * MSE(4) + cls * MSE(5:)``.
 
     With ``objectness_weighted`` the box and class errors at each location are multiplied by the
@@ -90,7 +94,16 @@ def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj:
     With ``probabilities`` the objectness and class errors are taken between ``sigmoid`` probabilities,
     as the paper does, instead of raw logits (box regression stays raw): confident negatives, whose logits
     can differ by several units while both mean "no object", then no longer dominate the loss.
+
+    ``normalize`` says what the errors are divided by. ``"mean"``: each term is a mean over its elements,
+    so it shrinks with the share of background locations (at 64 px, ~1/20 of the hard det loss).
+    ``"teacher_objectness"``: every term is summed (over locations, coordinates and classes) and divided
+    by the teacher's total objectness ``sum(sigmoid(t_obj))``, its soft count of objects in the batch
+    (at least 1), as the hard loss divides its sums by the number of positives; the soft loss then has the
+    hard loss's scale whatever the image size or the share of background.
     """
+    if normalize not in DET_KD_NORMALIZE:
+        raise ValueError(f"DetOutputMSELoss: normalize must be one of {DET_KD_NORMALIZE}, got {normalize!r}")
     _check_same_shape("DetOutputMSELoss", student, teacher, "raw det outputs [B, N, 5 + C]")
     if student.dim() != 3 or student.shape[-1] < 6:
         raise ValueError(f"DetOutputMSELoss: expected raw det outputs [B, N, 5 + C] with C >= 1, got shape "
@@ -103,14 +116,20 @@ def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj:
     box_err, obj_err, cls_err = sq_err[..., :4], sq_err[..., 4], sq_err[..., 5:]
     if objectness_weighted:
         box_err, cls_err = box_err * teacher_objectness, cls_err * teacher_objectness
-    return box * box_err.mean() + obj * obj_err.mean() + cls * cls_err.mean()
+    if normalize == "mean":
+        return box * box_err.mean() + obj * obj_err.mean() + cls * cls_err.mean()
+    total = box * box_err.sum() + obj * obj_err.sum() + cls * cls_err.sum()
+    return total / teacher_objectness.sum().clamp(min=1.0)
 
 
 def feature_kd_loss(student: Tensor, teacher: Tensor, mode: str = "mse") -> Tensor:
     """Distance between adapted student features and teacher features ``[B, C, H, W]`` (teacher resized).
 
     ``mse``: mean squared error over all elements (FitNets, Romero et al. 2015). ``cosine``: ``1 - cos``
-    between the channel vectors at each location, averaged over locations.
+    between the channel vectors at each location, averaged over locations. ``pearson``: both maps
+    normalized per channel to zero mean and unit variance over the batch and locations, then half the MSE,
+    i.e. ``1 - Pearson correlation`` per channel (PKD, Cao et al. 2022): free of the teacher's feature
+    magnitude, so one weight suits every level and teacher.
     """
     _check_maps("FeatureKDLoss", student, teacher)
     teacher = _resize_to(teacher, student.shape[-2:])
@@ -118,7 +137,16 @@ def feature_kd_loss(student: Tensor, teacher: Tensor, mode: str = "mse") -> Tens
         return F.mse_loss(student, teacher)
     if mode == "cosine":
         return (1.0 - F.cosine_similarity(student, teacher, dim=1)).mean()
-    raise ValueError(f"FeatureKDLoss: mode must be 'mse' or 'cosine', got {mode!r}")
+    if mode == "pearson":
+        return F.mse_loss(_standardize_channels(student), _standardize_channels(teacher)) / 2
+    raise ValueError(f"FeatureKDLoss: mode must be one of {FEATURE_KD_MODES}, got {mode!r}")
+
+
+def _standardize_channels(maps: Tensor, eps: float = 1e-6) -> Tensor:
+    """``[B, C, H, W]`` with each channel shifted and scaled to mean 0, std 1 over ``(B, H, W)``."""
+    mean = maps.mean(dim=(0, 2, 3), keepdim=True)
+    std = maps.std(dim=(0, 2, 3), keepdim=True, correction=0)
+    return (maps - mean) / (std + eps)
 
 
 def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 8.0,
@@ -228,25 +256,30 @@ class PixelwiseKLLoss(SoftLoss):
 
 @MODELS.register_module()
 class DetOutputMSELoss(SoftLoss):
-    """MSE on det outputs ``[B, N, 5 + C]`` (Mehta & Ozturk 2018): optional objectness weighting, and
-    objectness/class errors on logits or (``probabilities=True``, the paper's form) on sigmoid probabilities."""
+    """MSE on det outputs ``[B, N, 5 + C]`` (Mehta & Ozturk 2018): optional objectness weighting,
+    objectness/class errors on logits or (``probabilities=True``, the paper's form) on sigmoid probabilities,
+    and a mean over elements or (``normalize="teacher_objectness"``) a sum over the teacher's object count."""
 
     def __init__(self, box: float = 1.0, obj: float = 1.0, cls: float = 1.0, objectness_weighted: bool = False,
-                 probabilities: bool = False, loss_weight: float = 1.0):
+                 probabilities: bool = False, normalize: str = "mean", loss_weight: float = 1.0):
         super().__init__(loss_weight)
+        if normalize not in DET_KD_NORMALIZE:
+            raise ValueError(f"DetOutputMSELoss: normalize must be one of {DET_KD_NORMALIZE}, got {normalize!r}")
         self.box, self.obj, self.cls = float(box), float(obj), float(cls)
         self.objectness_weighted = bool(objectness_weighted)
         self.probabilities = bool(probabilities)
+        self.normalize = normalize
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         loss = det_output_mse_loss(student, teacher, self.box, self.obj, self.cls, self.objectness_weighted,
-                                   self.probabilities)
+                                   self.probabilities, self.normalize)
         return self.loss_weight * loss
 
 
 @MODELS.register_module()
 class FeatureKDLoss(SoftLoss):
-    """FitNets-style hint loss (Romero et al. 2015): 1x1 conv adapter on the student map, MSE or cosine.
+    """FitNets-style hint loss (Romero et al. 2015): 1x1 conv adapter on the student map, then MSE, cosine
+    or PKD's Pearson form (Cao et al. 2022; see :func:`feature_kd_loss`).
 
     The adapter maps ``student_channels`` to ``teacher_channels`` and trains with the student; with equal
     channel counts it starts as the identity, so identical features start at zero loss.
@@ -254,8 +287,8 @@ class FeatureKDLoss(SoftLoss):
 
     def __init__(self, student_channels: int, teacher_channels: int, mode: str = "mse", loss_weight: float = 1.0):
         super().__init__(loss_weight)
-        if mode not in ("mse", "cosine"):
-            raise ValueError(f"FeatureKDLoss: mode must be 'mse' or 'cosine', got {mode!r}")
+        if mode not in FEATURE_KD_MODES:
+            raise ValueError(f"FeatureKDLoss: mode must be one of {FEATURE_KD_MODES}, got {mode!r}")
         self.mode = mode
         self.adapter = nn.Conv2d(int(student_channels), int(teacher_channels), kernel_size=1)
         if student_channels == teacher_channels:
