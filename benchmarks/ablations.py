@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (QUALITY_KEYS, RESULTS_DIR, markdown_table, mean_std,  # noqa: E402
-                               train_and_test, write_results)
+from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, QUALITY_KEYS, RESULTS_DIR,  # noqa: E402
+                               ensure_bench_data, markdown_table, mean_std, train_and_test, write_results)
 
 TASKS = ("seg", "det", "cls")
 KD_CONFIG = "configs/demo/student_kd.py"
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     parser.add_argument("--epochs", type=int, default=12,
                         help="train_cfg.max_epochs of every run, teacher included (as in benchmarks/quality.py)")
-    parser.add_argument("--data", default="data/synthetic", help="the synthetic set (tools/make_synthetic.py)")
+    parser.add_argument("--data", default=BENCH_DATA,
+                        help=f"the synthetic set; made when missing, with {BENCH_NUM_TEST} test images "
+                             f"(train and val as tools/make_synthetic.py's defaults)")
     parser.add_argument("--work-dir", default="work_dirs/bench/ablations", help="parent of the ablation runs")
     parser.add_argument("--quality-dir", default="work_dirs/bench/quality",
                         help="benchmarks/quality.py's work dir: the teacher and scratch runs")
@@ -136,6 +138,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    ensure_bench_data(args.data)
     results: dict = {}
     for group in args.groups:
         results[group] = {}

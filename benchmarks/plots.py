@@ -2,10 +2,11 @@
 
     python benchmarks/plots.py [--quality-dir work_dirs/bench/quality] [--seed 0] [--num-images 4]
 
-curves.png: from every ``scratch_s*/`` and ``kd_s*/`` run's metrics.jsonl (written by tools/train.py),
-the epoch means of the ground-truth loss terms and the val metrics per epoch; the line is the mean over
-seeds, the band spans min..max. predictions.png: the same val images, ground truth and the predictions
-of the teacher, the scratch student and the distilled student of one seed (best.pth of each).
+curves.png: from every ``scratch_s*/``, ``kd_s*/`` and ``kd_feat_s*/`` run's metrics.jsonl (written by
+tools/train.py), the epoch means of the ground-truth loss terms and the val metrics per epoch; the line is
+the mean over seeds, the band spans min..max. predictions.png: the same val images, ground truth and the
+predictions of the teacher, the scratch student and the distilled students of one seed (best.pth of
+each). The feature-KD runs are drawn when they exist.
 Needs matplotlib (``pip install -e ".[plot]"``).
 """
 from __future__ import annotations
@@ -28,8 +29,9 @@ from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize  
 
 CURVE_KEYS = ("train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce",
               "seg/mIoU", "det/mAP", "cls/top1")
-RUNS = {"scratch": "scratch", "kd": "student KD"}
-COLUMNS = ("teacher", "scratch", "kd")
+RUNS = {"scratch": "scratch", "kd": "output KD", "kd_feat": "output + feature KD"}  # quality.py's run prefixes
+OPTIONAL = ("kd_feat",)  # drawn when quality.py trained it (its default), skipped otherwise
+COLUMNS = ("teacher", "scratch", "kd", "kd_feat")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +72,8 @@ def plot_curves(quality_dir: Path, out: Path) -> Path:
 
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     for prefix, label in RUNS.items():
+        if prefix in OPTIONAL and not any(quality_dir.glob(f"{prefix}_s*/metrics.jsonl")):
+            continue
         data = curves(quality_dir, prefix)
         for ax, key in zip(axes.flat, CURVE_KEYS):
             epochs, series = data[key]
@@ -108,7 +112,8 @@ def plot_predictions(quality_dir: Path, seed: int, num_images: int, score_thr: f
     import matplotlib.pyplot as plt
 
     models, ckpts = {}, {}
-    for name in COLUMNS:
+    columns = [n for n in COLUMNS if n not in OPTIONAL or (quality_dir / f"{n}_s{seed}" / "best.pth").is_file()]
+    for name in columns:
         path = quality_dir / f"{name}_s{seed}" / "best.pth"
         ckpts[name] = load_checkpoint(path)
         models[name] = build_model_from_checkpoint(ckpts[name], path)
@@ -119,14 +124,14 @@ def plot_predictions(quality_dir: Path, seed: int, num_images: int, score_thr: f
     names = getattr(loader.dataset, "class_names", None)
     mean, std = find_normalize(cfg.val_dataloader.dataset.get("pipeline"))
     preds = {name: model.predict(model(batch["img"]), batch) for name, model in models.items()}
-    titles = ["ground truth", *[f"{n} ({sum(p.numel() for p in models[n].parameters()) / 1e6:.2f}M)"
-                                for n in COLUMNS]]
+    titles = ["ground truth", *[f"{RUNS.get(n, n)} ({sum(p.numel() for p in models[n].parameters()) / 1e6:.2f}M)"
+                                for n in columns]]
     fig, axes = plt.subplots(num_images, len(titles), figsize=(3 * len(titles), 3 * num_images), squeeze=False)
     for i in range(num_images):
         image = denormalize(batch["img"][i], mean, std)
         panels = [draw_prediction(image, ground_truth(batch, i), names, 0.0)]
         labels = [names["cls"][int(batch["cls"][i])] if "cls" in batch and names else ""]
-        for name in COLUMNS:
+        for name in columns:
             single = {task: pred[i] for task, pred in preds[name].items()}
             panels.append(draw_prediction(image, single, names, score_thr))
             if "cls" in single:

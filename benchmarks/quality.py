@@ -1,6 +1,6 @@
 """Does distillation pay? Teacher vs student from scratch vs distilled students, over several seeds.
 
-    python benchmarks/quality.py [--seeds 0 1 2] [--epochs 12] [--data data/synthetic]
+    python benchmarks/quality.py [--seeds 0 1 2] [--epochs 12] [--data data/synthetic_bench]
                                  [--work-dir work_dirs/bench/quality]
 
 Trains, per seed, the CPU demo teacher, the demo student from scratch, the student distilled on all
@@ -8,9 +8,11 @@ three tasks' outputs (configs/demo/student_kd.py) and the same plus feature KD
 (configs/demo/student_kd_feat.py); each student run is distilled from the teacher of its own seed. All
 runs share one schedule (the demo's AdamW + cosine, stretched to --epochs: 12 by default, 3x the demo's
 4, because at 4 epochs the teacher is far from trained) and the demo's augmentations; the checkpoint kept
-is the best on the val split, and the numbers reported are on the held-out test split. Prints a table of
-mean +- std and writes benchmarks/results/quality.json. Finished runs are reused (their best.pth exists)
-unless --force.
+is the best on the val split (500 images), and the numbers reported are on the held-out test split,
+2000 images in the --data set this script makes when it is missing (same train and val as the default
+set). Prints a table of mean +- std and writes benchmarks/results/quality.json. Finished runs are reused
+(their best.pth exists) unless --force; their metrics too, unless the split they were measured on has
+another size now.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (QUALITY_KEYS, RESULTS_DIR, markdown_table, mean_std,  # noqa: E402
-                               train_and_test, write_results)
+from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, QUALITY_KEYS, RESULTS_DIR,  # noqa: E402
+                               ensure_bench_data, markdown_table, mean_std, train_and_test, write_results)
 
 VARIANTS = {  # name: (config, distilled from the teacher?)
     "teacher": ("configs/demo/teacher.py", False),
@@ -39,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which runs (the teacher is trained whenever a distilled variant needs it)")
     parser.add_argument("--epochs", type=int, default=12,
                         help="train_cfg.max_epochs of every run, teacher included (the demo configs say 4)")
-    parser.add_argument("--data", default="data/synthetic", help="the synthetic set (tools/make_synthetic.py)")
+    parser.add_argument("--data", default=BENCH_DATA,
+                        help=f"the synthetic set; made when missing, with {BENCH_NUM_TEST} test images "
+                             f"(train and val as tools/make_synthetic.py's defaults)")
     parser.add_argument("--work-dir", default="work_dirs/bench/quality", help="parent of every run's work dir")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="passed to every training run after --epochs, e.g. train_dataloader.num_workers=0")
@@ -74,6 +78,8 @@ def summarize(runs: dict, split: str = "test") -> dict:
 
     A distilled student "beats scratch" on a task when its mean exceeds scratch's by more than the larger
     of the two standard deviations; "gap closed" is (KD - scratch) / (teacher - scratch), in [.., 1].
+    The paired view compares each seed's distilled run with the scratch run of the same seed (same student
+    init, same data order): the mean and std of those differences and how many seeds the student won.
     """
     stats = {name: {key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in by_seed.values()])))
                     for key in QUALITY_KEYS} for name, by_seed in runs.items()}
@@ -88,7 +94,8 @@ def summarize(runs: dict, split: str = "test") -> dict:
             kd, scratch = stats[name][key], stats["scratch"][key]
             delta = kd["mean"] - scratch["mean"]
             entry = {"delta": delta, "std": max(kd["std"], scratch["std"]),
-                     "beats_scratch": bool(delta > max(kd["std"], scratch["std"]))}
+                     "beats_scratch": bool(delta > max(kd["std"], scratch["std"])),
+                     "paired": paired_differences(runs[name], runs["scratch"], split, key)}
             if "teacher" in stats:
                 gap = stats["teacher"][key]["mean"] - scratch["mean"]
                 entry["teacher_gap"] = gap
@@ -100,6 +107,14 @@ def summarize(runs: dict, split: str = "test") -> dict:
             "per_task": per_task, "beats_scratch_on_every_task": all(e["beats_scratch"] for e in per_task.values()),
             "mean_gap_closed": sum(gaps) / len(gaps) if gaps else None}
     return summary
+
+
+def paired_differences(distilled: dict, scratch: dict, split: str, key: str) -> dict:
+    """Per seed run by both: distilled minus scratch; their mean, std and count of seeds the student won."""
+    seeds = sorted(set(distilled) & set(scratch))
+    deltas = [distilled[s][split][key] - scratch[s][split][key] for s in seeds]
+    mean, std = mean_std(deltas)
+    return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "wins": sum(d > 0 for d in deltas)}
 
 
 def format_summary(summary: dict, runs: dict) -> str:
@@ -129,7 +144,16 @@ def format_summary(summary: dict, runs: dict) -> str:
                          "-" if mean_gap is None else f"{mean_gap:.0%}"])
         text += ("\n\nvs scratch: Δ = mean difference, ✓ when larger than the larger std; gap closed = "
                  "Δ / (teacher - scratch)\n\n" + markdown_table(header, rows))
+        header = ["distilled", *[f"{k} paired Δ (wins)" for k in QUALITY_KEYS]]
+        rows = [[name, *[_paired_cell(comp["per_task"][k]["paired"]) for k in QUALITY_KEYS]]
+                for name, comp in comparisons.items()]
+        text += ("\n\npaired by seed: distilled minus scratch of the same seed, mean ± std over seeds "
+                 "(seeds where the distilled student is ahead)\n\n" + markdown_table(header, rows))
     return text
+
+
+def _paired_cell(paired: dict) -> str:
+    return f"{paired['mean']:+.2f} ± {paired['std']:.2f} ({paired['wins']}/{len(paired['seeds'])})"
 
 
 def main(argv=None) -> int:
@@ -138,6 +162,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    ensure_bench_data(args.data)
     runs = run_all(args)
     summary = summarize(runs)
     print("\n" + format_summary(summary, runs))

@@ -42,8 +42,13 @@ def test_quality_summary_deltas_verdicts_and_gap_closed():
     assert kd["det/mAP"]["delta"] == pytest.approx(1.0)                     # 6 - 5, std of kd = 0.707
     assert kd["det/mAP"]["beats_scratch"] and kd["det/mAP"]["gap_closed"] == pytest.approx(1 / 16)
     assert summary["comparisons"]["kd"]["mean_gap_closed"] == pytest.approx((0.5 + 1 / 16 + 10 / 30) / 3)
+    paired = kd["det/mAP"]["paired"]  # seed 0: 5.5 - 5, seed 1: 6.5 - 5
+    assert paired["deltas"] == pytest.approx([0.5, 1.5]) and paired["mean"] == pytest.approx(1.0)
+    assert paired["std"] == pytest.approx(math.sqrt(0.5)) and paired["wins"] == 2
+    assert "+1.00 ± 0.71 (2/2)" in quality.format_summary(summary, runs)
     runs["kd"][1] = fake_run(22, 3.5, 32)  # det: mean 4.5 < scratch: does not beat it
     summary = quality.summarize(runs)
+    assert summary["comparisons"]["kd"]["per_task"]["det/mAP"]["paired"]["wins"] == 1
     assert not summary["comparisons"]["kd"]["per_task"]["det/mAP"]["beats_scratch"]
     assert not summary["comparisons"]["kd"]["beats_scratch_on_every_task"]
     assert "✗" in quality.format_summary(summary, runs)
@@ -112,6 +117,19 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert config.train_cfg.max_epochs == 1  # --teacher-options reach the teacher only
     assert Config.fromfile(work / "teacher_s0" / "config.py").train_cfg.max_epochs == 2
     assert "kd" in payload["results"]["summary"]["comparisons"]
+    mtime = (work / "kd_s0" / "best.pth").stat().st_mtime_ns
+    assert quality.main(["--seeds", "0", "--variants", "kd", "--data", str(tiny_synthetic), "--work-dir", str(work),
+                         "--out", str(tmp_path / "again.json"), "--epochs", "1", "--cfg-options", *TINY]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())["results"]["runs"]["kd"]["0"]
+    assert (work / "kd_s0" / "best.pth").stat().st_mtime_ns == mtime  # reused, not retrained
+    assert again["seconds"] == run["seconds"] > 0 and again["test"] == run["test"]  # with its training time
+    stale = work / "kd_s0" / "test_metrics.json"  # as if measured on a test split of another size
+    stale.write_text(json.dumps({**saved, "num_images": 999, "det/mAP": -1.0}))
+    assert quality.main(["--seeds", "0", "--variants", "kd", "--data", str(tiny_synthetic), "--work-dir", str(work),
+                         "--out", str(tmp_path / "again.json"), "--epochs", "1", "--cfg-options", *TINY]) == 0
+    retested = json.loads(stale.read_text())
+    assert retested["num_images"] == common.split_size(tiny_synthetic, "test") == 8
+    assert retested["det/mAP"] == saved["det/mAP"]  # measured again, not the stale number
     out = tmp_path / "ablations.json"
     assert ablations.main(["--groups", "det_kd", "--data", str(tiny_synthetic), "--quality-dir", str(work),
                            "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--epochs", "1",
@@ -147,6 +165,11 @@ def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic)
     assert results["overhead_ratio"] == pytest.approx(
         seconds["distill_step"] / (seconds["teacher_forward"] + seconds["student_step"]))
     assert all(len(v) == 2 for v in results["seconds_all"].values())
+    rounds = results["seconds_all"]
+    per_round = [a / (b + c) for a, b, c in zip(rounds["distill_step"], rounds["teacher_forward"],
+                                                rounds["student_step"])]
+    assert results["overhead_ratio_paired"]["median"] == pytest.approx(sum(per_round) / 2)  # median of two
+    assert results["overhead_ratio_paired"]["q25"] <= results["overhead_ratio_paired"]["q75"]
     assert results["loader_images_per_s"] > 0 and 0 <= results["loop"]["wait_fraction"] <= 1
 
 
@@ -166,23 +189,34 @@ def _fake_checkpoint(path: Path, config: str, data_root: Path) -> None:
                      "config": cfg.to_dict()}, path / "best.pth")
 
 
+def _fake_run(folder: Path, config: str, data_root: Path) -> None:
+    folder.mkdir()
+    _fake_checkpoint(folder, config, data_root)
+    lines = [{"epoch": e, "iter": 4 * e, "seg/mIoU": 10.0 + e, "det/mAP": 1.0 * e, "cls/top1": 20.0,
+              "train/seg/ce": 1.0 / e, "train/det/box": 1.0, "train/det/obj": 1.0, "train/det/cls": 1.0,
+              "train/cls/ce": 2.0} for e in (1, 2)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
     pytest.importorskip("matplotlib")
+    from PIL import Image
     for name, config in (("teacher", "configs/demo/teacher.py"), ("scratch", "configs/demo/student_scratch.py"),
                          ("kd", "configs/demo/student_kd.py")):
-        run = tmp_path / f"{name}_s0"
-        run.mkdir()
-        _fake_checkpoint(run, config, tiny_synthetic)
-        lines = [{"epoch": e, "iter": 4 * e, "seg/mIoU": 10.0 + e, "det/mAP": 1.0 * e, "cls/top1": 20.0,
-                  "train/seg/ce": 1.0 / e, "train/det/box": 1.0, "train/det/obj": 1.0, "train/det/cls": 1.0,
-                  "train/cls/ce": 2.0} for e in (1, 2)]
-        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        _fake_run(tmp_path / f"{name}_s0", config, tiny_synthetic)
     data = plots.curves(tmp_path, "scratch")
     assert data["train/seg/ce"] == ([1, 2], [[1.0, 0.5]])
-    assert plots.main(["--quality-dir", str(tmp_path), "--num-images", "2", "--out-dir", str(tmp_path / "png")]) == 0
-    from PIL import Image
-    for name in ("curves.png", "predictions.png"):
-        with Image.open(tmp_path / "png" / name) as image:
-            assert image.size[0] > 400 and image.size[1] > 300
+    widths = []
+    for with_feature_kd in (False, True):  # the feature-KD run is optional: drawn once it exists
+        if with_feature_kd:
+            _fake_run(tmp_path / "kd_feat_s0", "configs/demo/student_kd_feat.py", tiny_synthetic)
+        out_dir = tmp_path / f"png{int(with_feature_kd)}"
+        assert plots.main(["--quality-dir", str(tmp_path), "--num-images", "2", "--out-dir", str(out_dir)]) == 0
+        for name in ("curves.png", "predictions.png"):
+            with Image.open(out_dir / name) as image:
+                assert image.size[0] > 400 and image.size[1] > 300
+        with Image.open(out_dir / "predictions.png") as image:
+            widths.append(image.size[0])
+    assert widths[1] > widths[0] * 1.15  # one more column: 5 panels instead of 4
     with pytest.raises(FileNotFoundError, match="quality.py"):
         plots.curves(tmp_path, "missing")
