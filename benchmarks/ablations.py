@@ -1,6 +1,7 @@
 """Ablations of the distilled demo student: alpha, temperature, per-task KD, det KD form, feature KD.
 
-    python benchmarks/ablations.py [--groups alpha det_alpha temperature per_task det_kd feature_kd] [--seeds 0]
+    python benchmarks/ablations.py [--groups alpha det_alpha temperature per_task det_kd from_first_recipe
+                                   feature_kd] [--seeds 0]
                                    [--epochs 12]
 
 Every variant is the default recipe of configs/demo/student_kd.py (RECIPE below adds nothing to it) with
@@ -40,6 +41,9 @@ def _feature_mode(mode: str) -> list[str]:
     return [f"model.feature_kd.{level}.loss.mode={mode}" for level in range(4)]
 
 
+# the previous default, where this recipe was searched from: alpha 0.5 everywhere, det KD a mean over locations
+FIRST_RECIPE = [*_alpha(0.5), "model.tasks.det.loss.normalize=mean"]
+
 # group: {variant: cfg-options on top of RECIPE}. [] is the recipe itself, None the scratch student, and
 # (config, options) a variant that starts from another config than KD_CONFIG.
 GROUPS = {
@@ -55,6 +59,10 @@ GROUPS = {
                "plain MSE (no objectness weighting)": ["model.tasks.det.loss.objectness_weighted=False"],
                "objectness-weighted, mean over locations": ["model.tasks.det.loss.normalize=mean"],
                "objectness-weighted, on logits": ["model.tasks.det.loss.probabilities=False"]},
+    "from_first_recipe": {"first recipe: alpha 0.5, det KD mean over locations": FIRST_RECIPE,
+                          "+ seg/cls alpha 0.9": FIRST_RECIPE[-1:],
+                          "+ det KD per teacher object": FIRST_RECIPE[:-1],
+                          "+ both (the recipe)": []},
     "feature_kd": {"none": [], "PKD (Pearson), 4 levels": (FEAT_CONFIG, []),
                    "FitNets MSE, 4 levels": (FEAT_CONFIG, _feature_mode("mse"))},
 }

@@ -73,7 +73,13 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
         task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), ["seg", "det", "cls"])
         feature_kd = [dict(f) for f in cfg.model.get("feature_kd", [])]
         changed = {task for task in losses if losses[task] != recipe_losses[task]}
-        if "alpha=" in variant:
+        if group == "from_first_recipe":  # steps from the first recipe: alpha 0.5 + det mean -> the recipe
+            alphas = {t: kd.alpha for t, kd in task_kd.items()}
+            high_alpha = variant.startswith("+ seg/cls") or variant.startswith("+ both")
+            per_object = variant.startswith("+ det") or variant.startswith("+ both")
+            assert alphas == {"seg": 0.9 if high_alpha else 0.5, "det": 0.5, "cls": 0.9 if high_alpha else 0.5}
+            assert losses["det"]["normalize"] == ("teacher_objectness" if per_object else "mean")
+        elif "alpha=" in variant:
             tasks = ("det",) if variant.startswith("det") else ("seg", "cls")
             value = float(variant.split("=")[1])
             assert {t: kd.alpha for t, kd in task_kd.items()} == {

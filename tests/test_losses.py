@@ -189,6 +189,15 @@ def test_det_teacher_objectness_normalization_is_independent_of_background_count
     assert mean(torch.cat([student, background], 1), torch.cat([teacher, background], 1)).item() < few.item() / 40
 
 
+def test_det_output_mse_sums_half_precision_outputs_in_float32():
+    torch.manual_seed(5)
+    student, teacher = rand(2, 50, 9), rand(2, 50, 9)
+    loss_fn = MODELS.build(dict(type="DetOutputMSELoss", objectness_weighted=True, normalize="teacher_objectness"))
+    half = loss_fn(student.bfloat16(), teacher.bfloat16())
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, loss_fn(student.bfloat16().float(), teacher.bfloat16().float()))
+
+
 def test_det_output_mse_rejects_unknown_normalization():
     with pytest.raises(ValueError, match="normalize must be one of"):
         MODELS.build(dict(type="DetOutputMSELoss", normalize="sum"))

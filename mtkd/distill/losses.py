@@ -37,6 +37,11 @@ def _check_maps(name: str, student: Tensor, teacher: Tensor) -> None:
                          f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)}")
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is a half type (autocast outputs), else unchanged (float64 stays float64)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _resize_to(maps: Tensor, size: torch.Size) -> Tensor:
     """Bilinear resize of ``[B, C, H, W]`` to ``size`` (h, w); a no-op when already that size."""
     if maps.shape[-2:] == size:
@@ -108,6 +113,7 @@ def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj:
     if student.dim() != 3 or student.shape[-1] < 6:
         raise ValueError(f"DetOutputMSELoss: expected raw det outputs [B, N, 5 + C] with C >= 1, got shape "
                          f"{tuple(student.shape)}")
+    student, teacher = _at_least_fp32(student), _at_least_fp32(teacher)  # sums over B * N: not in bf16 (AMP)
     teacher_objectness = teacher[..., 4:5].sigmoid()  # [B, N, 1]
     if probabilities:
         student = torch.cat([student[..., :4], student[..., 4:].sigmoid()], dim=-1)
