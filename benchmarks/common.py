@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,9 +101,35 @@ def split_size(data_root: str | Path, split: str) -> int | None:
     return len(json.loads(path.read_text())["images"])
 
 
+def finished(work_dir: Path) -> bool:
+    """Whether a training run completed: best.pth is there and log.txt has the trainer's closing line.
+
+    A run killed mid-training leaves a best.pth of an early epoch; it must not pass for a trained one.
+    """
+    log = work_dir / "log.txt"
+    return (work_dir / "best.pth").is_file() and log.is_file() and " done: best " in log.read_text()
+
+
+def set_aside_unfinished(work_dir: Path) -> None:
+    """Move what a killed run left in ``work_dir`` to ``<work_dir>.unfinished`` (replacing an older one).
+
+    Kept, not deleted, so no checkpoint is lost; moved, so the new run's metrics.jsonl is not appended to it.
+    """
+    if not work_dir.is_dir() or not any(work_dir.iterdir()):
+        return
+    aside = work_dir.with_name(work_dir.name + ".unfinished")
+    if aside.exists():
+        shutil.rmtree(aside)
+    work_dir.rename(aside)
+    log = work_dir.parent / f"{work_dir.name}.log"  # the tools' output, written next to the run by train_and_test
+    if log.is_file():
+        log.rename(aside.parent / f"{aside.name}.log")
+    print(f"{work_dir} holds an unfinished run; moved to {aside} and training again", flush=True)
+
+
 def train_and_test(config: str, work_dir: Path, data_root: str, options: Sequence[str] = (), seed: int = 0,
                    force: bool = False) -> dict:
-    """Train ``config`` into ``work_dir`` (unless its best.pth exists), test best.pth on both held-out splits.
+    """Train ``config`` into ``work_dir`` (unless a finished run is there), test best.pth on both held-out splits.
 
     Returns ``{"val": metrics, "test": metrics, "seconds": training wall time}``; val is the split the
     checkpoint was selected on, test the one reported. The wall time is kept in ``train_seconds.json`` of
@@ -112,8 +139,9 @@ def train_and_test(config: str, work_dir: Path, data_root: str, options: Sequenc
     work_dir = Path(work_dir)
     log = work_dir.parent / f"{work_dir.name}.log"
     timing = work_dir / "train_seconds.json"
-    trained = force or not (work_dir / "best.pth").is_file()
+    trained = force or not finished(work_dir)
     if trained:
+        set_aside_unfinished(work_dir)
         start = time.perf_counter()
         cmd = ["tools/train.py", config, "--work-dir", work_dir, "--data-root", data_root, "--seed", str(seed),
                "--no-progress"]

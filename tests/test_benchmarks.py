@@ -106,6 +106,22 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
         assert det["objectness_weighted"] and det["probabilities"] and det["normalize"] == "teacher_objectness"
 
 
+def test_a_killed_run_is_not_reused_and_is_set_aside(tmp_path):
+    run = tmp_path / "kd_s0"
+    run.mkdir()
+    (run / "best.pth").write_bytes(b"epoch 3")  # a killed run keeps the best.pth of an early epoch
+    (run / "log.txt").write_text("2026-12-01 INFO epoch 4/12 iter 10/125 loss 1.0\n")
+    assert not common.finished(run)
+    (tmp_path / "kd_s0.log").write_text("$ tools/train.py ...\n")
+    common.set_aside_unfinished(run)
+    assert not run.exists() and (tmp_path / "kd_s0.unfinished" / "best.pth").read_bytes() == b"epoch 3"
+    assert (tmp_path / "kd_s0.unfinished.log").is_file() and not (tmp_path / "kd_s0.log").exists()
+    run.mkdir()
+    (run / "best.pth").write_bytes(b"epoch 12")
+    (run / "log.txt").write_text("2026-12-01 INFO done: best 35.8 at epoch 12; checkpoints in kd_s0\n")
+    assert common.finished(run)
+
+
 def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     work = tmp_path / "quality"
     out = tmp_path / "quality.json"
