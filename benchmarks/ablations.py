@@ -8,8 +8,8 @@ Every variant is the default recipe of configs/demo/student_kd.py (RECIPE below 
 one thing changed through --cfg-options, distilled from the teacher of the same seed that
 benchmarks/quality.py trains (trained here when missing), on quality.py's schedule (--epochs, 12 by
 default, every run). The teacher and scratch runs are shared with quality.py's work dir. Numbers are on
-the held-out test split; the val split (which picked each best.pth) is in the JSON too, and is the one to
-choose settings by. Prints one table per group and writes benchmarks/results/ablations.json.
+the held-out test split; the val split (which picked each best.pth) is the one to choose settings by.
+Prints one table per group for each split and writes benchmarks/results/ablations.json.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="passed to every training run after --epochs, e.g. train_dataloader.num_workers=0")
     parser.add_argument("--out", default=str(RESULTS_DIR / "ablations.json"), help="JSON results file")
-    parser.add_argument("--force", action="store_true", help="retrain runs whose best.pth already exists")
+    parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
     return parser
 
 
@@ -122,20 +122,20 @@ def summarize(results: dict) -> dict:
     return out
 
 
-def format_tables(summary: dict) -> str:
-    """One markdown table per group (test split), with each variant's difference to the group's first row."""
+def format_tables(summary: dict, split: str = "test") -> str:
+    """One markdown table per group on ``split``, with each variant's difference to the group's first row."""
     parts = []
     for group, variants in summary.items():
         names = list(variants)
-        base = variants[names[0]]["test"]
+        base = variants[names[0]][split]
         rows = []
         for name in names:
-            test = variants[name]["test"]
+            test = variants[name][split]
             cells = [f"{test[k]['mean']:.2f}" + (f" ± {test[k]['std']:.2f}" if test[k]["std"] else "") +
                      ("" if name == names[0] else f" ({test[k]['mean'] - base[k]['mean']:+.2f})")
                      for k in QUALITY_KEYS]
             rows.append([name, *cells])
-        parts.append(f"### {group} (test split; in brackets: vs {names[0]})\n\n"
+        parts.append(f"### {group} ({split} split; in brackets: vs {names[0]})\n\n"
                      + markdown_table(["variant", *QUALITY_KEYS], rows))
     return "\n\n".join(parts)
 
@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         for variant, options in GROUPS[group].items():
             results[group][variant] = {seed: run_variant(options, seed, args) for seed in args.seeds}
     summary = summarize(results)
-    print("\n" + format_tables(summary))
+    print("\nval split: what settings are chosen by\n\n" + format_tables(summary, "val"))
+    print("\ntest split: what is reported\n\n" + format_tables(summary, "test"))
     payload = {"summary": summary, "options": {g: GROUPS[g] for g in args.groups},
                "runs": {g: {v: {str(s): r for s, r in by_seed.items()} for v, by_seed in variants.items()}
                         for g, variants in results.items()}}

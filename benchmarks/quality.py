@@ -11,8 +11,8 @@ runs share one schedule (the demo's AdamW + cosine, stretched to --epochs: 12 by
 is the best on the val split (500 images), and the numbers reported are on the held-out test split,
 2000 images in the --data set this script makes when it is missing (same train and val as the default
 set). Prints a table of mean +- std and writes benchmarks/results/quality.json. Finished runs are reused
-(their best.pth exists) unless --force; their metrics too, unless the split they were measured on has
-another size now.
+(best.pth and the log's closing line are there) unless --force; their metrics too, unless the split they
+were measured on has another size now. A run killed mid-training is moved to <run>.unfinished and redone.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="added for the teacher runs only, e.g. train_cfg.max_epochs=12 for a teacher trained "
                              "longer than the students (use its own --work-dir)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "quality.json"), help="JSON results file")
-    parser.add_argument("--force", action="store_true", help="retrain runs whose best.pth already exists")
+    parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
     return parser
 
 
