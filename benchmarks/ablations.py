@@ -4,8 +4,7 @@
                                    feature_kd] [--seeds 0]
                                    [--epochs 12]
 
-Every variant is the default recipe of configs/demo/student_kd.py (RECIPE below adds nothing to it) with
-one thing changed through --cfg-options, distilled from the teacher of the same seed that
+Every variant is the default recipe of configs/demo/student_kd.py with one thing changed through --cfg-options, distilled from the teacher of the same seed that
 benchmarks/quality.py trains (trained here when missing), on quality.py's schedule (--epochs, 12 by
 default, every run). The teacher and scratch runs are shared with quality.py's work dir. Numbers are on
 the held-out test split; the val split (which picked each best.pth) is the one to choose settings by.
@@ -20,12 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, QUALITY_KEYS, RESULTS_DIR,  # noqa: E402
-                               ensure_bench_data, markdown_table, mean_std, train_and_test, write_results)
+                               check_data, markdown_table, mean_std, train_and_test, write_results)
 
 TASKS = ("seg", "det", "cls")
 KD_CONFIG = "configs/demo/student_kd.py"
 FEAT_CONFIG = "configs/demo/student_kd_feat.py"  # KD_CONFIG + PKD feature KD on the four neck levels
-RECIPE: list[str] = []  # the base every variant changes one thing of: the config's own defaults
 QUALITY_RUNS = {KD_CONFIG: "kd", FEAT_CONFIG: "kd_feat"}  # quality.py's run of each config, reused as is
 
 
@@ -44,7 +42,7 @@ def _feature_mode(mode: str) -> list[str]:
 # the previous default, where this recipe was searched from: alpha 0.5 everywhere, det KD a mean over locations
 FIRST_RECIPE = [*_alpha(0.5), "model.tasks.det.loss.normalize=mean"]
 
-# group: {variant: cfg-options on top of RECIPE}. [] is the recipe itself, None the scratch student, and
+# group: {variant: cfg-options on top of KD_CONFIG}. [] is the recipe itself, None the scratch student, and
 # (config, options) a variant that starts from another config than KD_CONFIG.
 GROUPS = {
     "alpha": {"seg+cls alpha=0.3": _alpha(0.3), "seg+cls alpha=0.5": _alpha(0.5),
@@ -75,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=12,
                         help="train_cfg.max_epochs of every run, teacher included (as in benchmarks/quality.py)")
     parser.add_argument("--data", default=BENCH_DATA,
-                        help=f"the synthetic set; made when missing, with {BENCH_NUM_TEST} test images "
-                             f"(train and val as tools/make_synthetic.py's defaults)")
+                        help=f"a synthetic set (tools/make_synthetic.py); the default, {BENCH_DATA}, is made when missing, "
+                             f"with {BENCH_NUM_TEST} test images (train and val as the default set's)")
     parser.add_argument("--work-dir", default="work_dirs/bench/ablations", help="parent of the ablation runs")
     parser.add_argument("--quality-dir", default="work_dirs/bench/quality",
                         help="benchmarks/quality.py's work dir: the teacher and scratch runs")
@@ -97,9 +95,9 @@ def run_variant(variant: list[str] | tuple[str, list[str]] | None, seed: int, ar
     config, options = variant if isinstance(variant, tuple) else (KD_CONFIG, variant)
     teacher = quality / f"teacher_s{seed}"
     train_and_test("configs/demo/teacher.py", teacher, args.data, common, seed, False)
-    common += [f"model.teacher_checkpoint={teacher / 'best.pth'}", *RECIPE]
+    common.append(f"model.teacher_checkpoint={teacher / 'best.pth'}")
     work_dir = Path(args.work_dir) / f"{run_name(config, options)}_s{seed}"
-    if not options and not RECIPE and config in QUALITY_RUNS:  # the very run quality.py trains: share it
+    if not options and config in QUALITY_RUNS:  # the very run quality.py trains: share it
         work_dir = quality / f"{QUALITY_RUNS[config]}_s{seed}"
     return train_and_test(config, work_dir, args.data, common + options, seed, args.force)
 
@@ -146,7 +144,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    ensure_bench_data(args.data)
+    check_data(parser, args.data)
     results: dict = {}
     for group in args.groups:
         results[group] = {}

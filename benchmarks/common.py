@@ -93,6 +93,20 @@ def ensure_bench_data(root: str | Path, num_test: int = BENCH_NUM_TEST) -> Path:
     return root
 
 
+def check_data(parser, root: str) -> None:
+    """Make the default bench set when missing; any other ``--data`` must hold the val and test annotations.
+
+    A mistyped path is an error, not a freshly generated synthetic set standing in for the user's data.
+    """
+    if Path(root) == Path(BENCH_DATA):
+        ensure_bench_data(root)
+        return
+    missing = [split for split in ("train", "val", "test") if split_size(root, split) is None]
+    if missing:
+        parser.error(f"--data {root}: no annotations/instances_{missing[0]}.json there (a set made by "
+                     f"tools/make_synthetic.py has train, val and test); leave --data out to use {BENCH_DATA}")
+
+
 def split_size(data_root: str | Path, split: str) -> int | None:
     """Images in ``annotations/instances_{split}.json`` under ``data_root`` (None when there is no such file)."""
     path = Path(data_root) / "annotations" / f"instances_{split}.json"

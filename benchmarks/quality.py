@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, QUALITY_KEYS, RESULTS_DIR,  # noqa: E402
-                               ensure_bench_data, markdown_table, mean_std, train_and_test, write_results)
+                               check_data, markdown_table, mean_std, train_and_test, write_results)
 
 VARIANTS = {  # name: (config, distilled from the teacher?)
     "teacher": ("configs/demo/teacher.py", False),
@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=12,
                         help="train_cfg.max_epochs of every run, teacher included (the demo configs say 4)")
     parser.add_argument("--data", default=BENCH_DATA,
-                        help=f"the synthetic set; made when missing, with {BENCH_NUM_TEST} test images "
-                             f"(train and val as tools/make_synthetic.py's defaults)")
+                        help=f"a synthetic set (tools/make_synthetic.py); the default, {BENCH_DATA}, is made when missing, "
+                             f"with {BENCH_NUM_TEST} test images (train and val as the default set's)")
     parser.add_argument("--work-dir", default="work_dirs/bench/quality", help="parent of every run's work dir")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="passed to every training run after --epochs, e.g. train_dataloader.num_workers=0")
     parser.add_argument("--teacher-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="added for the teacher runs only, e.g. train_cfg.max_epochs=12 for a teacher trained "
+                        help="added for the teacher runs only, e.g. train_cfg.max_epochs=24 for a teacher trained "
                              "longer than the students (use its own --work-dir)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "quality.json"), help="JSON results file")
     parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    ensure_bench_data(args.data)
+    check_data(parser, args.data)
     runs = run_all(args)
     summary = summarize(runs)
     print("\n" + format_summary(summary, runs))

@@ -58,7 +58,7 @@ def ablated_config(variant) -> Config:
     """The config an ablation variant trains, merged as tools/train.py merges --cfg-options."""
     config, options = variant if isinstance(variant, tuple) else (ablations.KD_CONFIG, variant)
     cfg = Config.fromfile(REPO / config)
-    cfg.merge_from_dict(parse_cfg_options(ablations.RECIPE + options))
+    cfg.merge_from_dict(parse_cfg_options(options))
     return cfg
 
 
@@ -104,6 +104,16 @@ def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
     if group == "det_kd":  # what the det variants change from: the recipe's det KD
         det = recipe_losses["det"]
         assert det["objectness_weighted"] and det["probabilities"] and det["normalize"] == "teacher_objectness"
+
+
+@pytest.mark.parametrize("script", [quality, ablations])
+def test_a_data_root_without_the_splits_is_a_usage_error_not_a_new_set(script, tmp_path, capsys):
+    missing = tmp_path / "typo"
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--data", str(missing), "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o.json")])
+    assert exit_info.value.code == 2
+    assert f"--data {missing}: no annotations/instances_train.json" in capsys.readouterr().err
+    assert not missing.exists()  # nothing generated in its place
 
 
 def test_a_killed_run_is_not_reused_and_is_set_aside(tmp_path):

@@ -15,7 +15,7 @@ model = dict(
         seg=dict(alpha=0.9, ratio=1.0, loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
         # det: objectness and classes compared as probabilities (Mehta & Ozturk's form; on raw logits the
         # confident-negative background dominates), summed and divided by the teacher's soft object count
-        # as the hard loss divides by its positives (a mean over locations made the soft term ~20x smaller
+        # as the hard loss divides by its positives (a mean over locations made the soft term 50-100x smaller
         # than the hard one); alpha 0.5 here, since alpha 0.9 starved det of ground truth (README, Results)
         det=dict(alpha=0.5, ratio=1.0, loss=dict(type="DetOutputMSELoss", objectness_weighted=True,
                                                  probabilities=True, normalize="teacher_objectness")),

@@ -101,7 +101,7 @@ def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj:
     can differ by several units while both mean "no object", then no longer dominate the loss.
 
     ``normalize`` says what the errors are divided by. ``"mean"``: each term is a mean over its elements,
-    so it shrinks with the share of background locations (at 64 px, ~1/20 of the hard det loss).
+    so it shrinks with the share of background locations (in the demo, 1/50 to 1/100 of the hard det loss).
     ``"teacher_objectness"``: every term is summed (over locations, coordinates and classes) and divided
     by the teacher's total objectness ``sum(sigmoid(t_obj))``, its soft count of objects in the batch
     (at least 1), as the hard loss divides its sums by the number of positives; the soft loss then has the
