@@ -152,3 +152,37 @@ def test_unknown_point_stride_and_bad_settings_are_errors():
         FCOSAssigner(strides=(8,), center_radius=0)
     with pytest.raises(ValueError, match=r"strides must increase strictly .* got \[16, 8\]"):
         FCOSAssigner(strides=(16, 8))  # the default ranges grow with the level
+
+
+def overlapping_tiny_boxes(seed, count=6):
+    """``count`` boxes of 1 to 13 px sides piled into a 37 px square of a 64 x 64 input: many share their
+    only FCOS point with a smaller box, or have none."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = 16 + torch.rand(count, 2, generator=gen) * 24
+    wh = 1 + torch.rand(count, 2, generator=gen) * 12
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def test_every_box_of_overlapping_tiny_boxes_trains_a_point():
+    """200 crowded scenes (84 points, 6 boxes): every box owns a point, and where the assigner departs from
+    the FCOS rules it only gives one point to each box the rules leave without any."""
+    assigner = FCOSAssigner(strides=(8, 16, 32))
+    points, point_strides = grid((8, 16, 32), 64)
+    ranges = dict(zip((8, 16, 32), assigner.scale_ranges))
+    for seed in range(200):
+        boxes = overlapping_tiny_boxes(seed)
+        assigned = assigner.assign(points, point_strides, boxes)
+        missing = set(range(len(boxes))) - set(assigned.tolist())
+        assert not missing, f"scene {seed}: boxes {sorted(missing)} of {boxes.tolist()} own no point"
+        expected = reference_assign(points, point_strides, boxes, 2.5, ranges)
+        unmatched = set(range(len(boxes))) - set(expected.tolist())
+        assert sorted(assigned[assigned != expected].tolist()) == sorted(unmatched), f"scene {seed}"
+
+
+def test_a_smaller_box_never_takes_the_only_point_of_a_larger_one():
+    assigner = FCOSAssigner(strides=(8,))
+    points, point_strides = grid((8,), 32)
+    large, small = [10.0, 10.0, 14.5, 14.5], [12.5, 12.5, 13.5, 13.5]  # (12, 12): the large box's only point,
+    assigned = assigner.assign(points, point_strides, torch.tensor([large, small]))  # and nearest the small one
+    assert points[assigned == 0].tolist() == [[12.0, 12.0]]
+    assert points[assigned == 1].tolist() == [[20.0, 12.0]]  # the next nearest free point

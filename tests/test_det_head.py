@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torchvision.ops import box_iou
 
 from mtkd.models import DetHead
@@ -182,3 +184,43 @@ def test_overfits_a_fixed_batch():
         pred = det.predict(det(feats), batch)
     for image, gt_box, gt_label in zip(pred, boxes, batch["labels"]):
         assert box_iou(image["boxes"][:1], gt_box).item() > 0.7 and image["labels"][0] == gt_label[0]
+
+
+RANK_BOXES = ([[8.0, 8.0, 40.0, 40.0]],                                        # rank 0: one box
+              [[2.0, 2.0, 12.0, 12.0], [20.0, 4.0, 60.0, 30.0], [30.0, 30.0, 62.0, 62.0],
+               [4.0, 40.0, 20.0, 60.0], [40.0, 10.0, 48.0, 18.0]])             # rank 1: five boxes
+
+
+def rank_case(rank):
+    """Rank ``rank``'s batch (one 64 x 64 image) and a raw output ``[1, N, 8]`` seeded by the rank."""
+    boxes = torch.tensor(RANK_BOXES[rank])
+    batch = {"img": torch.zeros(1, 3, 64, 64), "boxes": [boxes], "labels": [torch.arange(len(boxes)) % 3]}
+    raw = torch.randn(1, head().num_points((64, 64)), 8, generator=torch.Generator().manual_seed(rank))
+    return batch, raw
+
+
+def _loss_worker(rank, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        batch, raw = rank_case(rank)
+        losses = head().loss(raw, batch)
+        torch.save({k: v.item() for k, v in losses.items()}, out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_loss_divides_by_the_mean_number_of_positives_over_ranks(tmp_path):
+    """mmdet's ``reduce_mean(num_pos)``: ranks with 1 and 5 boxes divide their sums by the same normalizer."""
+    det, sums, num_pos = head(), [], []
+    points, strides = det.points((64, 64))
+    for rank in range(2):  # single process: the local loss times the local count of positives is the sum
+        batch, raw = rank_case(rank)
+        count = int((det.assigner.assign(points, strides, batch["boxes"][0]) >= 0).sum())
+        sums.append({k: v.item() * max(count, 1) for k, v in det.loss(raw, batch).items()})
+        num_pos.append(count)
+    assert num_pos[0] != num_pos[1]
+    mp.spawn(_loss_worker, args=(tmp_path / "store", tmp_path), nprocs=2, join=True)
+    norm = max(sum(num_pos) / 2, 1.0)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got == pytest.approx({k: v / norm for k, v in sums[rank].items()}, rel=1e-5), f"rank {rank}"

@@ -18,10 +18,13 @@ class FCOSAssigner:
     inside the box), and the largest of its distances to the box sides ``max(l, t, r, b)`` lies in its
     level's scale range; a point with several such boxes takes the smallest. ``scale_ranges`` default to
     FCOS's ``(0, 64), (64, 128), ..., (., inf)``: level ``k`` ends at ``8 * stride_k``, the last is open.
-    A box no point claims (smaller than a stride, or cut by the ranges) gets the point nearest its center
-    on the level whose range holds (or, with custom ranges that leave a gap, lies nearest) half its longer
-    side, among points that are free or held by a larger box; smaller boxes choose first, so that every box
-    trains some point (as ATSS ensures).
+    A box no point claims (smaller than a stride, cut by the ranges, or whose points all went to smaller
+    boxes) gets the point nearest its center on the level whose range holds (or, with custom ranges that
+    leave a gap, lies nearest) half its longer side, among points that are free or held by a larger box
+    that keeps another point; smaller boxes choose first. Where that level has no such point, the nearest
+    level that has one serves, and failing that any point whose box keeps another. No box ever gives up
+    its last point, so every box trains some point (as ATSS ensures) whenever there are at least as many
+    points as boxes.
     """
 
     def __init__(self, strides: Sequence[int], center_radius: float = 2.5,
@@ -82,19 +85,33 @@ class FCOSAssigner:
     @staticmethod
     def _claim_unmatched(assigned: torch.Tensor, points: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
                          gt_boxes: torch.Tensor, area: torch.Tensor) -> None:
-        """Give each box that no point took the nearest free point on its level, or one a larger box holds."""
+        """Give each box that no point took one point (see the class docstring), smallest box first, in place."""
         matched = torch.zeros(len(gt_boxes), dtype=torch.bool, device=assigned.device)
         matched[assigned[assigned >= 0]] = True
         unmatched = torch.nonzero(~matched).flatten()
         for gt in unmatched[area[unmatched].argsort(stable=True)].tolist():  # smallest first: it keeps its point
-            x1, y1, x2, y2 = gt_boxes[gt].tolist()
-            half_side = max(x2 - x1, y2 - y1) / 2
-            gap = (low - half_side).clamp(min=0) + (half_side - high).clamp(min=0)  # 0 where the range holds it
-            level = gap == gap.min()  # custom ranges with a gap: the level whose range is nearest
-            owner_area = torch.where(assigned >= 0, area[assigned.clamp(min=0)], torch.full_like(low, math.inf))
-            free = level & (owner_area > area[gt])
-            if not bool(free.any()):  # every point of the level belongs to a smaller box
-                continue
-            center = points.new_tensor([(x1 + x2) / 2, (y1 + y2) / 2])
-            dist = ((points - center) ** 2).sum(dim=1).masked_fill(~free, math.inf)
-            assigned[int(dist.argmin())] = gt
+            point = FCOSAssigner._fallback_point(gt, assigned, points, low, high, gt_boxes, area)
+            if point is not None:
+                assigned[point] = gt
+
+    @staticmethod
+    def _fallback_point(gt: int, assigned: torch.Tensor, points: torch.Tensor, low: torch.Tensor,
+                        high: torch.Tensor, gt_boxes: torch.Tensor, area: torch.Tensor) -> int | None:
+        """Index of the point box ``gt`` takes, or None when every point is the last one of another box.
+
+        Taking a point never leaves its box without one: a box with a single point keeps it (before this
+        rule a smaller box could take the only point of a larger one, which then trained nothing).
+        """
+        owner = assigned.clamp(min=0)
+        count = torch.bincount(assigned[assigned >= 0], minlength=len(gt_boxes))  # [M] points per box
+        free = assigned < 0
+        spare = ~free & (count[owner] >= 2)                                       # [N] its box keeps another
+        x1, y1, x2, y2 = gt_boxes[gt].tolist()
+        half_side = max(x2 - x1, y2 - y1) / 2
+        gap = (low - half_side).clamp(min=0) + (half_side - high).clamp(min=0)  # 0 where the range holds it
+        dist = ((points - points.new_tensor([(x1 + x2) / 2, (y1 + y2) / 2])) ** 2).sum(dim=1)
+        for pool in (free | (spare & (area[owner] > area[gt])), spare):  # FCOS's order first, then any spare
+            if bool(pool.any()):
+                level = pool & (gap == gap[pool].min())  # its own level, else the one whose range is nearest
+                return int(dist.masked_fill(~level, math.inf).argmin())
+        return None

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, complete_box_iou_loss, generalized_box_iou_loss
 
+from mtkd.dist import all_reduce, get_world_size, is_dist
 from mtkd.models.heads.base import check_class_targets, input_hw, resolve_loss_weights
 from mtkd.registry import MODELS
 
@@ -27,7 +28,8 @@ class DetHead(nn.Module):
     to the box sides in units of the level stride ``s``; ``[..., 4]`` objectness logit (YOLOX, Ge et al.
     2021); ``[..., 5:]`` class logits. Training targets come from :class:`FCOSAssigner`; losses are GIoU or
     CIoU (``box_loss``; box, positives), BCE (objectness, all points) and BCE (classes, positives), each
-    summed, divided by the number of positives in the batch (at least 1) and multiplied by its weight
+    summed, divided by the number of positives in the batch (under DDP its mean over the ranks, as mmdet's
+    ``reduce_mean(num_pos)``; at least 1) and multiplied by its weight
     (``loss_weights`` defaults ``box=2.0, obj=1.0, cls=1.0``). ``predict`` keeps sigmoid(obj) * sigmoid(cls)
     above ``score_thr``, the ``pre_nms_topk`` best, class-wise NMS at ``nms_iou``, ``max_per_img`` per image.
     """
@@ -120,14 +122,14 @@ class DetHead(nn.Module):
         for i, (gt_boxes, gt_labels) in enumerate(zip(batch["boxes"], batch["labels"])):
             assigned = self.assigner.assign(points, strides, gt_boxes.float())
             pos = assigned >= 0
-            num_pos += int(pos.sum())
+            num_pos += int(pos.sum())  # a CPU-GPU sync point per image, as `pos.any()` below is anyway
             obj_target[i, pos] = 1.0
             if pos.any():
                 pred = self.decode_boxes(raw[i, pos, :4], points[pos], strides[pos])
                 box_losses.append(self.box_loss(pred, gt_boxes[assigned[pos]].float(), reduction="sum"))
                 onehot = F.one_hot(gt_labels[assigned[pos]].long(), self.num_classes).float()
                 cls_losses.append(F.binary_cross_entropy_with_logits(raw[i, pos, 5:], onehot, reduction="sum"))
-        norm = max(num_pos, 1)
+        norm = _positives_normalizer(num_pos, raw.device)
         zero = raw.sum() * 0.0  # keeps the graph when there are no positives
         obj = F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="sum") / norm
         box = (torch.stack(box_losses).sum() if box_losses else zero) / norm
@@ -177,6 +179,20 @@ class DetHead(nn.Module):
         """What the raw output indexes, for the teacher/student compatibility check."""
         return {"head": "DetHead", "output": "[B, N, 5 + C]", "num_classes": self.num_classes,
                 "strides": list(self.strides), "box_encoding": "log(ltrb / stride)"}
+
+
+def _positives_normalizer(num_pos: int, device: torch.device) -> float | torch.Tensor:
+    """``max(num_pos, 1)``; under DDP the mean of ``num_pos`` over the ranks, at least 1 (mmdet's
+    ``reduce_mean(num_pos)`` in FCOS/YOLOX heads), so that every rank divides by the same number and a rank
+    with few objects does not weigh its positives more than the others do.
+
+    Every rank must call this (it is a collective): ``MultiTaskModel.loss`` calls ``DetHead.loss`` only on
+    batches with det labels, so a run whose ranks can draw batches without them would wait here forever.
+    """
+    if not is_dist():
+        return max(num_pos, 1)
+    total = all_reduce(torch.tensor(float(num_pos), device=device), "sum")  # stays a tensor: no extra sync
+    return (total / get_world_size()).clamp(min=1.0)
 
 
 def _tower(c_in: int, channels: int, num_convs: int) -> nn.Sequential:
