@@ -9,12 +9,33 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-QUALITY_KEYS = ("seg/mIoU", "det/mAP", "cls/top1")  # the primary metric of each task
+
+
+def primary_metrics(results: Iterable[Mapping]) -> dict[str, str]:
+    """``{task: primary metric key}`` from the ``"primary"`` dicts that ``tools/test.py --out`` writes.
+
+    ``results`` are metric records in order of precedence (the teacher's first): the first record's
+    tasks in its order, then any task only a later record has. A record without ``"primary"`` (written
+    before test.py recorded it) is skipped; none at all is an error, since the keys cannot be guessed.
+    """
+    primary: dict[str, str] = {}
+    for record in results:
+        for task, key in (record.get("primary") or {}).items():
+            primary.setdefault(task, key)
+    if not primary:
+        raise ValueError("no primary metrics in the results: they come from tools/test.py --out (its "
+                         "'primary' entry); test the checkpoints again")
+    return primary
+
+
+def quality_keys(results: Iterable[Mapping]) -> list[str]:
+    """The metric keys a benchmark compares: each task's primary one (see :func:`primary_metrics`)."""
+    return list(primary_metrics(results).values())
 
 
 def machine_info() -> dict:
@@ -78,19 +99,36 @@ def run_tool(args: Sequence[str], log: Path | None = None) -> None:
 
 
 BENCH_DATA = "data/synthetic_bench"  # the quality benchmarks' data: the default set with a 4x larger test split
-BENCH_NUM_TEST = 2000  # held-out test images: at 500, cls/top1's binomial noise alone is ~2.2 points
+BENCH_NUM_TEST = 2000  # held-out test images: at 500, top-1 accuracy's binomial noise alone is ~2.2 points
 
 
 def ensure_bench_data(root: str | Path, num_test: int = BENCH_NUM_TEST) -> Path:
-    """Make the synthetic set at ``root`` with ``num_test`` test images unless it is there already.
+    """Make the synthetic set at ``root`` with ``num_test`` test images unless it is there, of this version.
 
     Images are drawn from RNGs seeded by (seed, split, index), so its train and val splits are
-    byte-identical to the default ``tools/make_synthetic.py`` set and its first 500 test images too.
+    byte-identical to the default ``tools/make_synthetic.py`` set and its first 500 test images too. A set
+    of another ``mtkd.data.synthetic.SYNTHETIC_VERSION`` (its test json's ``info.version``, 1 when
+    absent) is made again.
     """
     root = Path(root)
-    if not (root / "annotations" / "instances_test.json").is_file():
+    if synthetic_version(root) != current_synthetic_version():
         run_tool(["tools/make_synthetic.py", "--out", root, "--num-test", str(num_test), "--no-progress"])
     return root
+
+
+def current_synthetic_version() -> int:
+    """The version of the synthetic set the generator writes now (1 before it had a version)."""
+    from mtkd.data import synthetic
+
+    return int(getattr(synthetic, "SYNTHETIC_VERSION", 1))
+
+
+def synthetic_version(root: str | Path) -> int | None:
+    """``info.version`` of the set's ``annotations/instances_test.json`` (1 when absent, None: no such file)."""
+    path = Path(root) / "annotations" / "instances_test.json"
+    if not path.is_file():
+        return None
+    return int((json.loads(path.read_text()).get("info") or {}).get("version", 1))
 
 
 def check_data(parser, root: str) -> None:
@@ -148,7 +186,8 @@ def train_and_test(config: str, work_dir: Path, data_root: str, options: Sequenc
     Returns ``{"val": metrics, "test": metrics, "seconds": training wall time}``; val is the split the
     checkpoint was selected on, test the one reported. The wall time is kept in ``train_seconds.json`` of
     the work dir, so a reused run reports the time it took when it was trained (None if unknown). Cached
-    metrics are reused only when they were measured on as many images as ``data_root``'s split holds.
+    metrics are reused only when they were measured on as many images as ``data_root``'s split holds and
+    name each task's primary metric (``tools/test.py --out`` writes it since tasks are open).
     """
     work_dir = Path(work_dir)
     log = work_dir.parent / f"{work_dir.name}.log"
@@ -165,12 +204,17 @@ def train_and_test(config: str, work_dir: Path, data_root: str, options: Sequenc
     results: dict = {"seconds": seconds}
     for split in ("val", "test"):
         out = work_dir / f"{split}_metrics.json"
-        stale = out.is_file() and json.loads(out.read_text()).get("num_images") != split_size(data_root, split)
-        if trained or stale or not out.is_file():  # stale: measured on a split of another size
+        stale = out.is_file() and not fresh_metrics(json.loads(out.read_text()), split_size(data_root, split))
+        if trained or stale or not out.is_file():
             run_tool(["tools/test.py", work_dir / "best.pth", "--split", split, "--data-root", data_root,
                       "--out", out, "--no-progress"], log)
         results[split] = json.loads(out.read_text())
     return results
+
+
+def fresh_metrics(record: Mapping, num_images: int | None) -> bool:
+    """Cached metrics are reusable: measured on a split of ``num_images`` and naming the primary metrics."""
+    return record.get("num_images") == num_images and bool(record.get("primary"))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

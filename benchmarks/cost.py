@@ -6,7 +6,9 @@ For each teacher/student pair (demo: the CPU demo models at their 128 px input; 
 vs configs/student_scratch.py at their input size) this measures the network forward in eval mode under
 ``torch.no_grad()``, without post-processing (NMS), on random weights (speed does not depend on them):
 parameters, GFLOPs at batch 1 (torch FlopCounterMode, multiply-add = 2), latency at batch 1 (median of
---repeats after --warmup calls) and throughput at batch 32 (images/s, median). Prints a table with the
+--repeats after --warmup calls) and throughput at batch 32 (images/s, median). Heads without a class count
+in their config take it from the config's training data, or, when that is not on disk, from a tiny
+synthetic set's categories (tools/model_info.py's rule; the note is kept). Prints a table with the
 teacher/student ratios and writes benchmarks/results/cost.json with the machine description.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from benchmarks.common import RESULTS_DIR, markdown_table, write_results  # noqa
 from mtkd.config import Config  # noqa: E402
 from mtkd.engine.utils import select_device  # noqa: E402
 from mtkd.registry import MODELS  # noqa: E402
-from tools.model_info import SYNTHETIC_CLASSES, measure  # noqa: E402
+from tools.model_info import class_counts, data_class_counts, measure  # noqa: E402
 
 PAIRS = {  # name: (teacher config, student config)
     "demo": ("configs/demo/teacher.py", "configs/demo/student_scratch.py"),
@@ -79,15 +81,21 @@ def measure_model(config: str, device: torch.device, batch_size: int, repeats: i
     """Params, GFLOPs, batch-1 latency (ms, median) and batch-``batch_size`` throughput (img/s) of one model."""
     cfg = Config.fromfile(config)
     size = config_input_size(cfg)
+    unset = any(head and head.get("num_classes") is None for head in cfg.model.get("heads", {}).values())
+    from_data, reason = data_class_counts(cfg) if unset else ({}, None)
+    counts = class_counts(cfg.model, {}, from_data)
+    notes = [] if reason is None else [f"the training data cannot be read ({reason}); class counts {counts} are "
+                                       f"the synthetic set's defaults"]
     with torch.device("meta"):
-        static = measure(MODELS.build(cfg.model, num_classes=SYNTHETIC_CLASSES), size)
+        static = measure(MODELS.build(cfg.model, num_classes=counts), size)
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model, num_classes=SYNTHETIC_CLASSES).to(device).eval()
+    model = MODELS.build(cfg.model, num_classes=counts).to(device).eval()
     one = torch.randn(1, 3, *size, device=device)
     many = torch.randn(batch_size, 3, *size, device=device)
     latency = time_forward(model, one, repeats, warmup)
     batch_times = time_forward(model, many, repeats, min(warmup, 1))
-    return {"config": config, "input_size": list(size), "params": static["params"], "gflops": static["gflops"],
+    return {"config": config, "input_size": list(size), "tasks": list(static["shapes"]), "num_classes": counts,
+            "notes": notes, "params": static["params"], "gflops": static["gflops"],
             "latency_ms": 1000 * statistics.median(latency), "latency_ms_all": [1000 * t for t in latency],
             "batch_size": batch_size, "throughput": batch_size / statistics.median(batch_times)}
 
@@ -127,6 +135,10 @@ def main(argv=None) -> int:
         entry["ratio"] = ratios(entry["teacher"], entry["student"])
         results[pair] = entry
     print("\n" + format_table(results, str(device)))
+    for pair, entry in results.items():
+        for role in ("teacher", "student"):
+            for note in entry[role]["notes"]:
+                print(f"note ({pair} {role}): {note}")
     print(f"\nwrote {write_results(args.out, 'cost', {'device': str(device), 'pairs': results}, argv)}")
     return 0
 

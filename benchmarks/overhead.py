@@ -7,13 +7,14 @@ In one process, on the same in-memory batches, it times (median over --steps rou
   (a) one distillation step: Distiller.forward_loss -> backward -> AdamW step (teacher forward included);
   (b) the teacher forward alone under torch.no_grad();
   (c) one plain training step of the same student (MultiTaskModel.forward_loss -> backward -> step).
-The overhead ratio a / (b + c) is what the distillation machinery (soft losses, bookkeeping) adds on top
-of the two forward/backward passes it cannot avoid; the target is <= 1.05. It is given twice: from the
-medians of a, b and c, and as the median (and quartiles) of the per-round ratios a_i / (b_i + c_i), which
-pairs the three timings of one round and so cancels the machine's slow drifts. Then it measures the train
-loader alone (images/s at the config's worker count) and the share of a real distillation loop spent
-waiting for data. Weights are random (a fresh teacher checkpoint is written to a temp dir): speed does
-not depend on them. Writes benchmarks/results/overhead_<device>.json.
+Each step covers every task the config's student has. The overhead ratio a / (b + c) is what the
+distillation machinery (soft losses, bookkeeping) adds on top of the two forward/backward passes it cannot
+avoid; the target is <= 1.05. It is given twice: from the medians of a, b and c, and as the median (and
+quartiles) of the per-round ratios a_i / (b_i + c_i), which pairs the three timings of one round and so
+cancels the machine's slow drifts. Then it measures the train loader alone (images/s at the config's
+worker count) and the share of a real distillation loop spent waiting for data. Weights are random (a
+fresh teacher checkpoint is written to a temp dir): speed does not depend on them. Writes
+benchmarks/results/overhead_<device>.json.
 """
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mtkd  # noqa: E402,F401  registers every component
 from benchmarks.common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
 from mtkd.config import Config, DictAction  # noqa: E402
-from mtkd.engine.checkpoint import save_checkpoint  # noqa: E402
+from mtkd.checkpoint import save_checkpoint  # noqa: E402
 from mtkd.engine.evaluate import autocast_context  # noqa: E402
-from mtkd.engine.trainer import build_loader  # noqa: E402
+from mtkd.data.builder import build_loader  # noqa: E402
 from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
 from mtkd.registry import MODELS  # noqa: E402
 from mtkd.structures import to_device  # noqa: E402
@@ -189,7 +190,8 @@ def main(argv=None) -> int:
     loader_speed = measure_loader(loader, args.loader_batches)
     loop = measure_data_wait(distiller, loader, device, args.loader_batches, {"enabled": args.amp})
     results = {"config": args.config, "teacher_config": args.teacher_config, "device": str(device),
-               "amp": args.amp, "batch_size": batch_size, "num_workers": int(cfg.train_dataloader.num_workers),
+               "tasks": list(student.tasks), "amp": args.amp, "batch_size": batch_size,
+               "num_workers": int(cfg.train_dataloader.num_workers),
                "seconds": {k: v for k, v in steps.items() if k != "all"}, "seconds_all": steps["all"],
                "overhead_ratio": ratio, "overhead_ratio_paired": paired,
                "train_images_per_s": batch_size / steps["distill_step"],

@@ -4,15 +4,17 @@
                                  [--work-dir work_dirs/bench/quality]
 
 Trains, per seed, the CPU demo teacher, the demo student from scratch, the student distilled on all
-three tasks' outputs (configs/demo/student_kd.py) and the same plus feature KD
+its tasks' outputs (configs/demo/student_kd.py) and the same plus feature KD
 (configs/demo/student_kd_feat.py); each student run is distilled from the teacher of its own seed. All
 runs share one schedule (the demo's AdamW + cosine, stretched to --epochs: 12 by default, 3x the demo's
 4, because at 4 epochs the teacher is far from trained) and the demo's augmentations; the checkpoint kept
 is the best on the val split (500 images), and the numbers reported are on the held-out test split,
 2000 images in the --data set this script makes when it is missing (same train and val as the default
-set). Prints a table of mean +- std and writes benchmarks/results/quality.json. Finished runs are reused
-(best.pth and the log's closing line are there) unless --force; their metrics too, unless the split they
-were measured on has another size now. A run killed mid-training is moved to <run>.unfinished and redone.
+set). The metrics compared are each task's primary one, as tools/test.py reports it for the teacher
+(then any task only a student has). Prints a table of mean +- std and writes benchmarks/results/quality.json.
+Finished runs are reused (best.pth and the log's closing line are there) unless --force; their metrics
+too, unless the split they were measured on has another size now or they name no primary metrics. A run
+killed mid-training is moved to <run>.unfinished and redone.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, QUALITY_KEYS, RESULTS_DIR,  # noqa: E402
-                               check_data, markdown_table, mean_std, train_and_test, write_results)
+from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, RESULTS_DIR, check_data,  # noqa: E402
+                               markdown_table, mean_std, quality_keys, train_and_test, write_results)
 
 VARIANTS = {  # name: (config, distilled from the teacher?)
     "teacher": ("configs/demo/teacher.py", False),
@@ -73,6 +75,11 @@ def run_all(args: argparse.Namespace) -> dict:
     return {name: by_seed for name, by_seed in runs.items() if by_seed}
 
 
+def run_keys(runs: dict, split: str = "test") -> list[str]:
+    """Each task's primary metric key, from the runs' results in order (the teacher's first)."""
+    return quality_keys(r[split] for by_seed in runs.values() for r in by_seed.values())
+
+
 def summarize(runs: dict, split: str = "test") -> dict:
     """Mean/std per variant and metric, and for each distilled variant the comparison with scratch.
 
@@ -80,17 +87,19 @@ def summarize(runs: dict, split: str = "test") -> dict:
     of the two standard deviations; "gap closed" is (KD - scratch) / (teacher - scratch), in [.., 1].
     The paired view compares each seed's distilled run with the scratch run of the same seed (same student
     init, same data order): the mean and std of those differences and how many seeds the student won.
+    A run without a metric (a task it does not have) counts as NaN.
     """
-    stats = {name: {key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in by_seed.values()])))
-                    for key in QUALITY_KEYS} for name, by_seed in runs.items()}
+    keys = run_keys(runs, split)
+    stats = {name: {key: dict(zip(("mean", "std"), mean_std([_value(r, split, key) for r in by_seed.values()])))
+                    for key in keys} for name, by_seed in runs.items()}
     for name in stats:
         stats[name]["seeds"] = sorted(runs[name])
-    summary: dict = {"split": split, "stats": stats, "comparisons": {}}
+    summary: dict = {"split": split, "keys": keys, "stats": stats, "comparisons": {}}
     if "scratch" not in stats:
         return summary
     for name in (n for n in STUDENTS if n in stats):
         per_task, gaps = {}, []
-        for key in QUALITY_KEYS:
+        for key in keys:
             kd, scratch = stats[name][key], stats["scratch"][key]
             delta = kd["mean"] - scratch["mean"]
             entry = {"delta": delta, "std": max(kd["std"], scratch["std"]),
@@ -112,29 +121,33 @@ def summarize(runs: dict, split: str = "test") -> dict:
 def paired_differences(distilled: dict, scratch: dict, split: str, key: str) -> dict:
     """Per seed run by both: distilled minus scratch; their mean, std and count of seeds the student won."""
     seeds = sorted(set(distilled) & set(scratch))
-    deltas = [distilled[s][split][key] - scratch[s][split][key] for s in seeds]
+    deltas = [_value(distilled[s], split, key) - _value(scratch[s], split, key) for s in seeds]
     mean, std = mean_std(deltas)
     return {"seeds": seeds, "deltas": deltas, "mean": mean, "std": std, "wins": sum(d > 0 for d in deltas)}
 
 
+def _value(run: dict, split: str, key: str) -> float:
+    return float(run[split].get(key, float("nan")))
+
+
 def format_summary(summary: dict, runs: dict) -> str:
     """The quality table (mean +- std over seeds) and the distilled-vs-scratch comparison table."""
-    stats = summary["stats"]
-    header = ["run", "seeds", *QUALITY_KEYS, "train min"]
+    stats, keys = summary["stats"], summary["keys"]
+    header = ["run", "seeds", *keys, "train min"]
     rows = []
     for name, by_seed in runs.items():
         seconds = [r["seconds"] for r in by_seed.values() if r["seconds"] is not None]
-        cells = [f"{stats[name][k]['mean']:.2f} ± {stats[name][k]['std']:.2f}" for k in QUALITY_KEYS]
+        cells = [f"{stats[name][k]['mean']:.2f} ± {stats[name][k]['std']:.2f}" for k in keys]
         rows.append([name, len(by_seed), *cells, f"{sum(seconds) / len(seconds) / 60:.1f}" if seconds else "-"])
     text = f"{summary['split']} split, mean ± std over seeds\n\n" + markdown_table(header, rows)
     comparisons = summary["comparisons"]
     if comparisons:
-        header = ["distilled", *[f"{k} Δ (gap closed)" for k in QUALITY_KEYS], "beats scratch on all",
+        header = ["distilled", *[f"{k} Δ (gap closed)" for k in keys], "beats scratch on all",
                   "mean gap closed"]
         rows = []
         for name, comp in comparisons.items():
             cells = []
-            for key in QUALITY_KEYS:
+            for key in keys:
                 entry = comp["per_task"][key]
                 closed = entry.get("gap_closed")
                 mark = "✓" if entry["beats_scratch"] else "✗"
@@ -144,8 +157,8 @@ def format_summary(summary: dict, runs: dict) -> str:
                          "-" if mean_gap is None else f"{mean_gap:.0%}"])
         text += ("\n\nvs scratch: Δ = mean difference, ✓ when larger than the larger std; gap closed = "
                  "Δ / (teacher - scratch)\n\n" + markdown_table(header, rows))
-        header = ["distilled", *[f"{k} paired Δ (wins)" for k in QUALITY_KEYS]]
-        rows = [[name, *[_paired_cell(comp["per_task"][k]["paired"]) for k in QUALITY_KEYS]]
+        header = ["distilled", *[f"{k} paired Δ (wins)" for k in keys]]
+        rows = [[name, *[_paired_cell(comp["per_task"][k]["paired"]) for k in keys]]
                 for name, comp in comparisons.items()]
         text += ("\n\npaired by seed: distilled minus scratch of the same seed, mean ± std over seeds "
                  "(seeds where the distilled student is ahead)\n\n" + markdown_table(header, rows))

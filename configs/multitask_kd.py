@@ -1,5 +1,5 @@
 # Multi-task KD at full size: the ResNet-50-FPN teacher (configs/teacher.py) distilled into the
-# MobileNetV3-FPN student on seg + det + cls, on the embedded synthetic set by default.
+# MobileNetV3-FPN student on seg + det + cls + depth, on the embedded synthetic set by default.
 # Per task: L_t = (1 - alpha) * hard + alpha * soft;  L = sum_t ratio * L_t (+ feature KD terms).
 # A batch without a task's labels trains that task on the teacher alone (total = soft).
 #   python tools/train.py configs/teacher.py                  # once: writes work_dirs/teacher/best.pth
@@ -25,6 +25,8 @@ model = dict(
                            normalize="teacher_objectness")),  # sums / teacher's object count, like the hard loss
         cls=dict(alpha=0.7, ratio=0.5,               # Hinton KD on the image-level logits
                  loss=dict(type="LogitKDLoss", temperature=2.0)),
+        depth=dict(alpha=0.5, ratio=1.0,             # L1 between log-depth maps (a relative error per pixel)
+                   loss=dict(type="DepthKDLoss", mode="l1")),
     ),
     feature_kd=[],  # e.g. [dict(student_level=1, teacher_level=1, loss=dict(type="FeatureKDLoss"), weight=1.0)]
 )

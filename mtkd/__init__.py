@@ -5,4 +5,4 @@ that ``MODELS.build(dict(type=...))`` finds them.
 """
 __version__ = "0.1.0"
 
-from mtkd import data, distill, evaluation, models  # noqa: E402,F401  (registration)
+from mtkd import data, distill, evaluation, models, visualization  # noqa: E402,F401  (registration)

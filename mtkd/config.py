@@ -16,16 +16,20 @@ import argparse
 import ast
 import copy
 import difflib
+import importlib
 import keyword
 import math
 import os
 import pprint
+import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
+CUSTOM_IMPORTS_KEY = "custom_imports"
 
 
 class ConfigError(Exception):
@@ -121,12 +125,15 @@ class Config:
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
-    def fromfile(cls, path: str | os.PathLike) -> "Config":
-        """Load a Python config file and everything it inherits."""
+    def fromfile(cls, path: str | os.PathLike, import_custom: bool = True) -> "Config":
+        """Load a Python config file and everything it inherits, then import its ``custom_imports``."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        return cls(_load_file(path.resolve(), chain=()), filename=path)
+        cfg = cls(_load_file(path.resolve(), chain=()), filename=path)
+        if import_custom:
+            import_custom_modules(cfg, str(path))
+        return cfg
 
     # -- access -------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -196,6 +203,39 @@ class Config:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.pretty_text)
         os.replace(tmp, path)
+
+
+def import_custom_modules(cfg: Mapping | Config, source: str) -> list[str]:
+    """Import the modules a config names in ``custom_imports = dict(imports=[...], allow_failed_imports=False)``
+    (mmengine's key), so that the components they register can be built; return the names imported.
+
+    Modules are found on ``sys.path`` plus the current directory. One that cannot be imported is a
+    ConfigError naming it and ``source`` (the config file, or the checkpoint whose config this is), or a
+    warning with ``allow_failed_imports=True``.
+    """
+    spec = cfg.get(CUSTOM_IMPORTS_KEY)
+    if not spec:
+        return []
+    if not isinstance(spec, Mapping) or set(spec) - {"imports", "allow_failed_imports"}:
+        raise ConfigError(f"{source}: custom_imports must be dict(imports=[module names], allow_failed_imports="
+                          f"False), got {spec!r}")
+    names = [spec.get("imports")] if isinstance(spec.get("imports"), str) else list(spec.get("imports") or [])
+    if not all(isinstance(name, str) and name for name in names):
+        raise ConfigError(f"{source}: custom_imports.imports must be module names (str), got {names!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    imported = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            message = f"{source}: custom_imports cannot import {name!r}: {type(err).__name__}: {err}"
+            if not spec.get("allow_failed_imports", False):
+                raise ConfigError(message + " (is it on the Python path, e.g. run from its parent folder?)") from err
+            warnings.warn(message + "; going on (allow_failed_imports=True)", stacklevel=2)
+            continue
+        imported.append(name)
+    return imported
 
 
 # -- file loading --------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ class Registry:
         """The registered names, sorted."""
         return sorted(self._modules)
 
+    def items(self) -> list[tuple[str, Callable]]:
+        """``(name, class)`` pairs in registration order (import order decides, e.g. for discovery)."""
+        return list(self._modules.items())
+
     def __repr__(self) -> str:
         lines = [f"Registry({self.name!r}, {len(self)} entries)"]
         width = max((len(k) for k in self._modules), default=0)
@@ -118,6 +122,8 @@ MODELS = Registry("MODELS")          # backbones, necks, heads, whole models, di
 DATASETS = Registry("DATASETS")
 TRANSFORMS = Registry("TRANSFORMS")  # data pipeline steps (albumentations transforms and ours)
 METRICS = Registry("METRICS")
+TARGETS = Registry("TARGETS")        # how a task's ground truth is read from a dataset and transformed
+DRAWERS = Registry("DRAWERS")        # how a task's prediction (and ground truth) is drawn on an image
 OPTIMIZERS = Registry("OPTIMIZERS")  # torch.optim classes under their own names
 SCHEDULERS = Registry("SCHEDULERS")  # torch.optim.lr_scheduler classes under their own names
 

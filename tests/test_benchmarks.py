@@ -7,19 +7,21 @@ import pytest
 import torch
 
 from benchmarks import ablations, common, cost, overhead, plots, quality
+from mtkd.checkpoint import save_checkpoint
 from mtkd.config import Config, parse_cfg_options
 from mtkd.distill.distiller import resolve_tasks
-from mtkd.engine.checkpoint import save_checkpoint
 from mtkd.registry import MODELS
+from tools.model_info import data_class_counts
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"seg": 9, "det": 8, "cls": 8}
+PRIMARY = {"seg": "seg/mIoU", "det": "det/mAP", "cls": "cls/top1"}
 TINY = ["train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
         "val_dataloader.num_workers=0", "test_dataloader.num_workers=0", "param_scheduler.warmup.total_iters=1"]
 
 
 def fake_run(seg: float, det: float, cls: float) -> dict:
-    metrics = {"seg/mIoU": seg, "det/mAP": det, "cls/top1": cls}
+    metrics = {"seg/mIoU": seg, "det/mAP": det, "cls/top1": cls, "seg/aAcc": 99.0, "primary": PRIMARY}
     return {"val": metrics, "test": metrics, "seconds": 60.0}
 
 
@@ -52,38 +54,107 @@ def test_quality_summary_deltas_verdicts_and_gap_closed():
     assert not summary["comparisons"]["kd"]["per_task"]["det/mAP"]["beats_scratch"]
     assert not summary["comparisons"]["kd"]["beats_scratch_on_every_task"]
     assert "✗" in quality.format_summary(summary, runs)
+    assert summary["keys"] == ["seg/mIoU", "det/mAP", "cls/top1"]  # the primary metrics, not seg/aAcc
+
+
+def test_quality_keys_come_from_the_results_for_any_task():
+    """A task of the user's own (here "edges") is compared like a built-in one; its key comes from "primary"."""
+    def run(value: float, with_edges: bool = True) -> dict:
+        metrics = {"seg/mIoU": value, "edges/F1": 2 * value, "edges/ODS": 0.0,
+                   "primary": {"edges": "edges/F1", "seg": "seg/mIoU"} if with_edges else {"seg": "seg/mIoU"}}
+        return {"val": metrics, "test": metrics, "seconds": None}
+
+    runs = {"teacher": {0: run(30)}, "scratch": {0: run(10)}, "kd": {0: run(20)}}
+    summary = quality.summarize(runs)
+    assert summary["keys"] == ["edges/F1", "seg/mIoU"]  # the teacher's order
+    assert summary["comparisons"]["kd"]["per_task"]["edges/F1"]["gap_closed"] == pytest.approx(0.5)
+    assert "edges/F1 Δ (gap closed)" in quality.format_summary(summary, runs)
+    assert common.quality_keys([{"primary": {"seg": "seg/mIoU"}}, {}, {"primary": {"b": "b/x", "seg": "seg/y"}}]) \
+        == ["seg/mIoU", "b/x"]  # first record wins a task; a record without "primary" is skipped
+    with pytest.raises(ValueError, match="tools/test.py --out"):
+        common.quality_keys([{"seg/mIoU": 1.0}])
+
+
+GROUPS = ablations.load_groups()
+KD_TASKS = list(Config.fromfile(REPO / ablations.KD_CONFIG).model.tasks)
 
 
 def ablated_config(variant) -> Config:
     """The config an ablation variant trains, merged as tools/train.py merges --cfg-options."""
-    config, options = variant if isinstance(variant, tuple) else (ablations.KD_CONFIG, variant)
+    config, options = variant
     cfg = Config.fromfile(REPO / config)
     cfg.merge_from_dict(parse_cfg_options(options))
     return cfg
 
 
-@pytest.mark.parametrize("group", list(ablations.GROUPS))
+def test_the_groups_file_builds_valid_options_and_per_task_covers_every_task():
+    kd = Config.fromfile(REPO / ablations.KD_CONFIG).to_dict()
+    for group, variants in GROUPS.items():
+        for name, variant in variants.items():
+            if variant is None:
+                continue
+            config, options = variant
+            cfg = kd if config == ablations.KD_CONFIG else Config.fromfile(REPO / config).to_dict()
+            assert ablations.option_errors(cfg, options) == [], (group, name)
+            assert all(o.startswith("model.") for o in options), (group, name)
+    assert list(GROUPS) == ["alpha", "det_alpha", "temperature", "per_task", "det_kd", "from_first_recipe",
+                            "feature_kd"]  # README, "Ablations"
+    assert "depth" in KD_TASKS  # the demo recipe has four tasks
+    assert list(GROUPS["per_task"]) == ["scratch", *[f"{t} KD only" for t in KD_TASKS], "all tasks"]
+    for task in KD_TASKS:
+        config, options = GROUPS["per_task"][f"{task} KD only"]
+        assert config == ablations.KD_CONFIG
+        assert sorted(options) == sorted(f"model.tasks.{t}.alpha=0.0" for t in KD_TASKS if t != task)
+    assert GROUPS["per_task"]["scratch"] is None and GROUPS["per_task"]["all tasks"] == (ablations.KD_CONFIG, [])
+
+
+def test_option_errors_name_what_the_config_lacks():
+    cfg = Config.fromfile(REPO / ablations.KD_CONFIG).to_dict()
+    errors = ablations.option_errors(cfg, ["model.tasks.seg.alpha=0.1", "model.tasks.sge.alpha=0.1",
+                                           "model.tasks.det.loss.normalise=mean", "model.feature_kd.0.weight=1"])
+    assert len(errors) == 3
+    assert "model.tasks has no 'sge'" in errors[0] and "'seg'" in errors[0]
+    assert "model.tasks.det.loss has no 'normalise'" in errors[1] and "model has no 'feature_kd'" in errors[2]
+
+
+def test_ablations_refuse_a_bad_groups_file_or_group_before_training(tmp_path, capsys):
+    bad = tmp_path / "groups.py"
+    bad.write_text('groups = dict(typo={"seg alpha": ["model.tasks.seg.alhpa=0.1"]}, per_task=None)\n')
+    common_args = ["--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o.json"), "--data", str(tmp_path)]
+    for args, message in ((["--groups-file", str(bad)], "typo / 'seg alpha'"),
+                          (["--groups", "nope"], "--groups nope: not in"),
+                          (["--groups-file", str(tmp_path / "missing.py")], "config file not found")):
+        with pytest.raises(SystemExit) as exit_info:
+            ablations.main([*args, *common_args])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
 def test_every_ablation_option_changes_what_it_names_in_the_kd_config(group):
-    recipe = ablated_config([])
-    recipe_kd, recipe_losses = resolve_tasks(recipe.model.tasks.to_dict(), ["seg", "det", "cls"])
-    for variant, options in ablations.GROUPS[group].items():
-        if options is None:  # the scratch reference
+    recipe = ablated_config((ablations.KD_CONFIG, []))
+    recipe_kd, recipe_losses = resolve_tasks(recipe.model.tasks.to_dict(), KD_TASKS)
+    for variant, spec in GROUPS[group].items():
+        if spec is None:  # the scratch reference
             continue
-        cfg = ablated_config(options)
-        task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), ["seg", "det", "cls"])
+        cfg = ablated_config(spec)
+        options = spec[1]
+        task_kd, losses = resolve_tasks(cfg.model.tasks.to_dict(), KD_TASKS)
         feature_kd = [dict(f) for f in cfg.model.get("feature_kd", [])]
         changed = {task for task in losses if losses[task] != recipe_losses[task]}
+        alphas = {t: kd.alpha for t, kd in task_kd.items()}
+        assert alphas["depth"] == recipe_kd["depth"].alpha or variant.endswith("KD only")  # depth: the recipe's
         if group == "from_first_recipe":  # steps from the first recipe: alpha 0.5 + det mean -> the recipe
-            alphas = {t: kd.alpha for t, kd in task_kd.items()}
             high_alpha = variant.startswith("+ seg/cls") or variant.startswith("+ both")
             per_object = variant.startswith("+ det") or variant.startswith("+ both")
-            assert alphas == {"seg": 0.9 if high_alpha else 0.5, "det": 0.5, "cls": 0.9 if high_alpha else 0.5}
+            assert alphas == {"seg": 0.9 if high_alpha else 0.5, "det": 0.5, "cls": 0.9 if high_alpha else 0.5,
+                              "depth": 0.5}
             assert losses["det"]["normalize"] == ("teacher_objectness" if per_object else "mean")
         elif "alpha=" in variant:
             tasks = ("det",) if variant.startswith("det") else ("seg", "cls")
             value = float(variant.split("=")[1])
-            assert {t: kd.alpha for t, kd in task_kd.items()} == {
-                t: value if t in tasks else recipe_kd[t].alpha for t in recipe_kd} and not changed
+            assert alphas == {t: value if t in tasks else recipe_kd[t].alpha for t in recipe_kd} and not changed
         elif variant.startswith("T="):
             assert losses["seg"]["temperature"] == losses["cls"]["temperature"] == float(variant.split("=")[1])
         elif variant.endswith("KD only"):
@@ -114,6 +185,26 @@ def test_a_data_root_without_the_splits_is_a_usage_error_not_a_new_set(script, t
     assert exit_info.value.code == 2
     assert f"--data {missing}: no annotations/instances_train.json" in capsys.readouterr().err
     assert not missing.exists()  # nothing generated in its place
+
+
+def test_bench_data_of_another_synthetic_version_is_made_again(tmp_path, monkeypatch):
+    from mtkd.data import synthetic
+
+    made = []
+    monkeypatch.setattr(common, "run_tool", lambda args, log=None: made.append(args))
+    current = getattr(synthetic, "SYNTHETIC_VERSION", 1)
+    ann = tmp_path / "annotations" / "instances_test.json"
+    common.ensure_bench_data(tmp_path)  # missing: made
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps({"info": {"version": current}, "images": []}))
+    common.ensure_bench_data(tmp_path)  # this version: kept
+    ann.write_text(json.dumps({"info": {"version": current + 1}, "images": []}))
+    common.ensure_bench_data(tmp_path)  # another version: made again
+    ann.write_text(json.dumps({"images": []}))  # written before sets had a version: 1
+    common.ensure_bench_data(tmp_path)
+    assert len(made) == 3 - (current == 1) and all("--num-test" in args for args in made)
+    monkeypatch.delattr(synthetic, "SYNTHETIC_VERSION", raising=False)  # a generator without the constant: 1
+    assert common.current_synthetic_version() == 1
 
 
 def test_a_killed_run_is_not_reused_and_is_set_aside(tmp_path):
@@ -149,6 +240,10 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert config.train_cfg.max_epochs == 1  # --teacher-options reach the teacher only
     assert Config.fromfile(work / "teacher_s0" / "config.py").train_cfg.max_epochs == 2
     assert "kd" in payload["results"]["summary"]["comparisons"]
+    primary = json.loads((work / "teacher_s0" / "test_metrics.json").read_text())["primary"]
+    assert list(primary) == KD_TASKS  # the demo's four tasks, depth included
+    assert payload["results"]["summary"]["keys"] == list(primary.values())
+    assert set(payload["results"]["summary"]["comparisons"]["kd"]["per_task"]) == set(primary.values())
     mtime = (work / "kd_s0" / "best.pth").stat().st_mtime_ns
     assert quality.main(["--seeds", "0", "--variants", "kd", "--data", str(tiny_synthetic), "--work-dir", str(work),
                          "--out", str(tmp_path / "again.json"), "--epochs", "1", "--cfg-options", *TINY]) == 0
@@ -162,24 +257,35 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     retested = json.loads(stale.read_text())
     assert retested["num_images"] == common.split_size(tiny_synthetic, "test") == 8
     assert retested["det/mAP"] == saved["det/mAP"]  # measured again, not the stale number
+    stale.write_text(json.dumps({k: v for k, v in saved.items() if k != "primary"}))  # from before "primary"
+    assert quality.main(["--seeds", "0", "--variants", "kd", "--data", str(tiny_synthetic), "--work-dir", str(work),
+                         "--out", str(tmp_path / "again.json"), "--epochs", "1", "--cfg-options", *TINY]) == 0
+    assert json.loads(stale.read_text())["primary"] == saved["primary"]  # tested again
     out = tmp_path / "ablations.json"
     assert ablations.main(["--groups", "det_kd", "--data", str(tiny_synthetic), "--quality-dir", str(work),
                            "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--epochs", "1",
                            "--cfg-options", *TINY]) == 0
     runs = json.loads(out.read_text())["results"]["runs"]["det_kd"]
-    assert set(runs) == set(ablations.GROUPS["det_kd"])
+    assert set(runs) == set(GROUPS["det_kd"])
     assert runs["objectness-weighted, per teacher object"]["0"]["test"] == run["test"]  # quality's kd run, reused
     ablated = {name: Config.fromfile(tmp_path / "abl" / f"{name}_s0" / "config.py").model.tasks.det.loss
                for name in ("det.loss.objectness_weighted-False", "det.loss.normalize-mean")}
     assert not ablated["det.loss.objectness_weighted-False"].objectness_weighted
     assert ablated["det.loss.normalize-mean"].normalize == "mean"
     assert Config.fromfile(tmp_path / "abl" / "det.loss.normalize-mean_s0" / "config.py").train_cfg.max_epochs == 1
+    tables = ablations.format_tables(json.loads(out.read_text())["results"]["summary"])
+    assert "| variant | " + " | ".join(primary.values()) + " |" in tables
 
 
-def test_cost_measures_params_against_a_direct_count_and_positive_speeds():
+def test_cost_measures_params_against_a_direct_count_and_positive_speeds(monkeypatch):
+    monkeypatch.chdir(REPO)
     row = cost.measure_model("configs/demo/student_scratch.py", torch.device("cpu"), batch_size=2, repeats=2,
                              warmup=1)
-    model = MODELS.build(Config.fromfile(REPO / "configs/demo/student_scratch.py").model, num_classes=CLASSES)
+    cfg = Config.fromfile(REPO / "configs/demo/student_scratch.py")
+    counts, reason = data_class_counts(cfg)  # the config's data, or the synthetic set's classes and why
+    assert row["num_classes"] == counts and len(row["notes"]) == (reason is not None)
+    assert row["tasks"] == list(cfg.model.heads) and "depth" in row["tasks"]
+    model = MODELS.build(cfg.model, num_classes=counts)
     assert row["params"] == sum(p.numel() for p in model.parameters())
     assert row["latency_ms"] > 0 and row["throughput"] > 0 and len(row["latency_ms_all"]) == 2
     ratio = cost.ratios({"params": 10, "gflops": 4.0, "latency_ms": 8.0, "throughput": 5.0},
@@ -203,6 +309,7 @@ def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic)
     assert results["overhead_ratio_paired"]["median"] == pytest.approx(sum(per_round) / 2)  # median of two
     assert results["overhead_ratio_paired"]["q25"] <= results["overhead_ratio_paired"]["q75"]
     assert results["loader_images_per_s"] > 0 and 0 <= results["loop"]["wait_fraction"] <= 1
+    assert results["tasks"] == KD_TASKS
 
 
 def test_overhead_refuses_a_config_that_is_not_a_distiller(capsys):
@@ -211,23 +318,31 @@ def test_overhead_refuses_a_config_that_is_not_a_distiller(capsys):
     assert "expected a Distiller" in capsys.readouterr().err
 
 
-def _fake_checkpoint(path: Path, config: str, data_root: Path) -> None:
+def _fake_checkpoint(path: Path, config: str, data_root: Path) -> list[str]:
     cfg = Config.fromfile(REPO / config)
     cfg.merge_from_dict({"val_dataloader.dataset.data_root": str(data_root)})
     model_cfg = cfg.model.to_dict()
     model_cfg = model_cfg.get("student", model_cfg)
     model = MODELS.build(model_cfg, num_classes=CLASSES)
+    names = {task: [f"{task}-{k}" for k in range(n)] for task, n in CLASSES.items()}
     save_checkpoint({"state_dict": model.state_dict(), "model_config": model_cfg, "num_classes": CLASSES,
-                     "config": cfg.to_dict()}, path / "best.pth")
+                     "config": cfg.to_dict(), "class_names": names}, path / "best.pth")
+    return list(model.tasks)
+
+
+FAKE_PRIMARY = {"seg": "seg/mIoU", "det": "det/mAP", "cls": "cls/top1", "depth": "depth/delta1"}
 
 
 def _fake_run(folder: Path, config: str, data_root: Path) -> None:
     folder.mkdir()
-    _fake_checkpoint(folder, config, data_root)
-    lines = [{"epoch": e, "iter": 4 * e, "seg/mIoU": 10.0 + e, "det/mAP": 1.0 * e, "cls/top1": 20.0,
-              "train/seg/ce": 1.0 / e, "train/det/box": 1.0, "train/det/obj": 1.0, "train/det/cls": 1.0,
-              "train/cls/ce": 2.0} for e in (1, 2)]
+    assert _fake_checkpoint(folder, config, data_root) == list(FAKE_PRIMARY)
+    lines = [{"epoch": e, "iter": 4 * e, "seg/mIoU": 10.0 + e, "seg/aAcc": 50.0, "det/mAP": 1.0 * e, "cls/top1": 20.0,
+              "depth/delta1": 30.0 + e, "depth/AbsRel": None, "train/seg/ce": 1.0 / e, "train/det/box": 1.0,
+              "train/det/obj": 1.0, "train/det/cls": 1.0, "train/cls/ce": 2.0, "train/depth/silog": 0.5,
+              "train/seg/hard": 1.0, "train/seg/soft": 0.1, "train/seg/total": 0.2, "train/loss": 9.0,
+              "train/feat/0": 0.3, "train/lr": 1e-3} for e in (1, 2)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (folder / "val_metrics.json").write_text(json.dumps({"seg/mIoU": 11.0, "primary": FAKE_PRIMARY}))
 
 
 def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
@@ -237,7 +352,10 @@ def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
                          ("kd", "configs/demo/student_kd.py")):
         _fake_run(tmp_path / f"{name}_s0", config, tiny_synthetic)
     data = plots.curves(tmp_path, "scratch")
+    assert list(data) == ["train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce",
+                          "train/depth/silog", "seg/mIoU", "det/mAP", "cls/top1", "depth/delta1"]
     assert data["train/seg/ce"] == ([1, 2], [[1.0, 0.5]])
+    assert math.isnan(plots.curves(tmp_path, "scratch", ["depth/AbsRel"])["depth/AbsRel"][1][0][0])  # null: NaN
     widths = []
     for with_feature_kd in (False, True):  # the feature-KD run is optional: drawn once it exists
         if with_feature_kd:
@@ -252,3 +370,38 @@ def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
     assert widths[1] > widths[0] * 1.15  # one more column: 5 panels instead of 4
     with pytest.raises(FileNotFoundError, match="quality.py"):
         plots.curves(tmp_path, "missing")
+
+
+def test_predictions_draw_ground_truth_and_each_task_through_the_drawers(tmp_path, tiny_synthetic, monkeypatch):
+    from mtkd import visualization
+
+    for name, config in (("teacher", "configs/demo/teacher.py"), ("scratch", "configs/demo/student_scratch.py"),
+                         ("kd", "configs/demo/student_kd.py")):
+        _fake_run(tmp_path / f"{name}_s0", config, tiny_synthetic)
+    drawn: list[tuple[str, str]] = []
+    drawers = visualization.build_drawers(Config.fromfile(REPO / "configs/demo/teacher.py").drawers,
+                                          list(FAKE_PRIMARY))
+    for cls in {type(d) for d in drawers.values()}:
+        for kind in ("draw", "draw_target"):
+            monkeypatch.setattr(cls, kind, _recorded(cls.__dict__[kind], kind, drawn))
+    plots.plot_predictions(tmp_path, 0, 2, 0.9, tmp_path / "p.png")
+    targets = {task for kind, task in drawn if kind == "draw_target"}
+    predictions = [task for kind, task in drawn if kind == "draw"]
+    assert targets == set(FAKE_PRIMARY)  # the tiny set has ground truth for every task
+    assert sorted(predictions) == sorted(list(FAKE_PRIMARY) * 2 * 3)  # 2 images x 3 runs x every task
+    assert (tmp_path / "p.png").is_file()
+
+
+def _recorded(method, kind: str, drawn: list):
+    """A drawer method that notes ``(kind, task)`` in ``drawn`` and then draws (a call from within another
+    drawer method, e.g. ``draw_target`` drawing the label map with ``draw``, is not noted)."""
+    def wrapper(self, image, value):
+        nested = getattr(self, "_drawing", False)
+        if not nested:
+            drawn.append((kind, self.task))
+        self._drawing = True
+        try:
+            return method(self, image, value)
+        finally:
+            self._drawing = nested
+    return wrapper

@@ -61,7 +61,7 @@ def test_tasks_subset_and_json_without_image_labels(tmp_path):
     assert set(only_det[0]) == {"img", "boxes", "labels", "meta"}
     no_cls = build(write_set(tmp_path / "b", image_categories=False))
     assert "cls" not in no_cls[0] and no_cls.tasks == ("seg", "det")
-    with pytest.raises(ValueError, match="not available"):
+    with pytest.raises(ValueError, match="asks for tasks .'cls'.*cannot provide.*provides .'seg', 'det'.*image_categories"):
         build(write_set(tmp_path / "c", image_categories=False), tasks=("cls",))
 
 
@@ -153,7 +153,7 @@ def write_masks(root, a_shape=(32, 32), a_value=2):
 def test_mask_dir_pngs_are_the_seg_labels(tmp_path):
     root = write_set(tmp_path)
     mask = write_masks(root)
-    dataset = build(root, mask_dir="masks")
+    dataset = build(root, targets=dict(seg=dict(type="SemanticMaskTarget", mask_dir="masks")))
     assert torch.equal(dataset[0]["seg"], torch.from_numpy(mask).long()) and (dataset[1]["seg"] == 1).all()
     assert dataset[0]["boxes"].tolist() == [[6, 4, 16, 12]]  # boxes still come from the json
 
@@ -162,11 +162,11 @@ def test_mask_dir_png_of_wrong_size_or_with_unknown_classes(tmp_path):
     root = write_set(tmp_path)
     write_masks(root, a_shape=(16, 16))
     with pytest.raises(InvalidSampleError, match="mask of the wrong size.*a.png is 16x16.*image id 1"):
-        build(root, mask_dir="masks")
-    assert build(root, mask_dir="masks", skip_invalid=True).image_ids == [2]
+        build(root, targets=dict(seg=dict(type="SemanticMaskTarget", mask_dir="masks")))
+    assert build(root, targets=dict(seg=dict(type="SemanticMaskTarget", mask_dir="masks")), skip_invalid=True).image_ids == [2]
     write_masks(root, a_value=7)  # seg has 3 classes: 0..2, and 255
     with pytest.raises(InvalidSampleError, match=r"bad mask.*a.png holds values \[7\]"):
-        build(root, mask_dir="masks")[0]
+        build(root, targets=dict(seg=dict(type="SemanticMaskTarget", mask_dir="masks")))[0]
 
 
 def test_invalid_and_missing_json(tmp_path):

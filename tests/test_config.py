@@ -1,5 +1,6 @@
 import argparse
 import math
+import sys
 import textwrap
 from pathlib import Path
 
@@ -251,3 +252,30 @@ def test_repo_configs_load():
     for path in configs:
         cfg = Config.fromfile(path)
         assert cfg.pretty_text  # every config formats
+
+
+# -- custom_imports ---------------------------------------------------------------------------------------
+def test_custom_imports_are_imported_by_fromfile(tmp_path, monkeypatch):
+    (tmp_path / "my_parts.py").write_text(
+        "from mtkd.registry import MODELS\n\n@MODELS.register_module()\nclass MyCustomPart:\n    pass\n")
+    (tmp_path / "cfg.py").write_text("custom_imports = dict(imports=['my_parts'], allow_failed_imports=False)\n")
+    monkeypatch.chdir(tmp_path)           # user modules are found from the current directory
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    from mtkd.registry import MODELS
+    assert "MyCustomPart" not in MODELS
+    Config.fromfile(tmp_path / "cfg.py")
+    assert "MyCustomPart" in MODELS
+    MODELS._modules.pop("MyCustomPart")
+
+
+def test_a_custom_import_that_fails_names_the_module_and_the_config(tmp_path):
+    (tmp_path / "cfg.py").write_text("custom_imports = dict(imports=['no_such_module_xyz'])\n")
+    with pytest.raises(ConfigError, match=r"cfg.py: custom_imports cannot import 'no_such_module_xyz'"):
+        Config.fromfile(tmp_path / "cfg.py")
+    (tmp_path / "ok.py").write_text("custom_imports = dict(imports=['no_such_module_xyz'], allow_failed_imports=True)\n")
+    with pytest.warns(UserWarning, match="no_such_module_xyz.*allow_failed_imports=True"):
+        Config.fromfile(tmp_path / "ok.py")
+    (tmp_path / "bad.py").write_text("custom_imports = dict(import_modules=['x'])\n")
+    with pytest.raises(ConfigError, match="custom_imports must be dict\\(imports="):
+        Config.fromfile(tmp_path / "bad.py")
+    assert Config.fromfile(tmp_path / "cfg.py", import_custom=False).custom_imports.imports == ["no_such_module_xyz"]

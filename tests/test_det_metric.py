@@ -210,7 +210,7 @@ def test_pipeline_meta_and_metric_mapping_agree(steps):
     from mtkd.evaluation.det import boxes_to_original
     image = np.zeros((48, 64, 3), np.uint8)
     boxes = np.array([[8, 5, 30, 20], [35, 25, 60, 45]], np.float32)
-    out = Pipeline(steps)(image, None, boxes, np.array([0, 1]))
+    out = Pipeline(steps)(image, boxes=boxes)
     meta = {"ori_size": (48, 64), "scale_factor": out["scale_factor"], "offset": out["offset"], "flip": out["flip"],
             "vflip": out.get("vflip", False)}
     assert boxes_to_original(out["boxes"].astype(np.float64), meta) == pytest.approx(boxes, abs=1e-3)

@@ -9,7 +9,7 @@ import mtkd.distill  # noqa: F401  (registers the Distiller and losses)
 import mtkd.models  # noqa: F401
 from mtkd.config import Config
 from mtkd.distill.distiller import Distiller
-from mtkd.engine.checkpoint import CheckpointError, save_checkpoint
+from mtkd.checkpoint import CheckpointError, save_checkpoint
 from mtkd.registry import MODELS
 
 NUM_CLASSES = {"seg": 3, "det": 2, "cls": 4}
@@ -65,6 +65,10 @@ def make_batch(seed=1, size=32, tasks=("seg", "det", "cls")):
         batch["labels"] = [torch.tensor([1]), torch.tensor([0, 1])]
     if "cls" in tasks:
         batch["cls"] = torch.tensor([3, 0])
+    if "depth" in tasks:
+        depth = torch.rand(2, size, size, generator=gen) * 9 + 1
+        depth[:, :, :3] = 0  # unknown
+        batch["depth"] = depth
     return batch
 
 
@@ -233,8 +237,12 @@ def test_target_reading_soft_loss_gets_the_labels(teacher_ckpt):
         expected = MODELS.build(tasks["cls"]["loss"])(distiller.student(batch["img"])["cls"],
                                                       distiller.teacher(batch["img"])["cls"], batch["cls"])
     torch.testing.assert_close(losses["cls/soft"], expected)
-    with pytest.raises(ValueError, match="DKDLoss needs the ground-truth"):
-        distiller(make_batch(tasks=("seg",)))
+    unlabelled = make_batch(tasks=("seg",))  # no cls labels: DKD takes the teacher's top class
+    with torch.no_grad():
+        teacher_cls = distiller.teacher(unlabelled["img"])["cls"]
+        expected = MODELS.build(tasks["cls"]["loss"])(distiller.student(unlabelled["img"])["cls"], teacher_cls,
+                                                      teacher_cls.argmax(1))
+    torch.testing.assert_close(distiller(unlabelled)["cls/soft"], expected)
 
 
 # -- errors at build time --------------------------------------------------------------------------------
@@ -276,11 +284,12 @@ def test_bad_tasks_and_feature_kd_are_errors(teacher_ckpt):
 
 
 # -- the shipped KD configs build and run ----------------------------------------------------------------
-@pytest.mark.parametrize("kd_config, teacher_config, num_classes", [
-    ("configs/multitask_kd.py", "configs/teacher.py", {"seg": 4, "det": 3, "cls": 5}),
-    ("configs/cls_kd_densenet121-seedcnn_imagefolder.py", "configs/teacher_densenet121_imagefolder.py", {"cls": 6}),
+@pytest.mark.parametrize("kd_config, teacher_config, num_classes, tasks", [
+    ("configs/multitask_kd.py", "configs/teacher.py", {"seg": 4, "det": 3, "cls": 5}, ("seg", "det", "cls", "depth")),
+    ("configs/cls_kd_densenet121-seedcnn_imagefolder.py", "configs/teacher_densenet121_imagefolder.py", {"cls": 6},
+     ("cls",)),
 ])
-def test_kd_configs_build_from_their_teacher_config_and_run(tmp_path, kd_config, teacher_config, num_classes):
+def test_kd_configs_build_from_their_teacher_config_and_run(tmp_path, kd_config, teacher_config, num_classes, tasks):
     root = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)
     teacher_model_cfg = Config.fromfile(root / teacher_config).model.to_dict()
@@ -290,13 +299,13 @@ def test_kd_configs_build_from_their_teacher_config_and_run(tmp_path, kd_config,
     cfg = Config.fromfile(root / kd_config)
     cfg.merge_from_dict({"model.teacher_checkpoint": str(path)})
     distiller = MODELS.build(cfg.model.to_dict(), num_classes=num_classes).train()
-    assert set(cfg.model.tasks) == set(num_classes) == set(distiller.tasks)
+    assert set(cfg.model.tasks) == set(tasks) == set(distiller.tasks)
     assert type(distiller.teacher.backbone) is type(teacher.backbone)
-    batch = {key: value for key, value in make_batch(size=64).items() if key in ("img", "meta", *num_classes)}
+    batch = make_batch(size=64, tasks=tasks)
     if "cls" in batch:
         batch["cls"] = batch["cls"] % num_classes["cls"]
     losses = distiller(batch)
-    assert torch.isfinite(losses["loss"]) and all(losses[f"{t}/soft"].item() > 0 for t in num_classes)
+    assert torch.isfinite(losses["loss"]) and all(losses[f"{t}/soft"].item() > 0 for t in tasks)
     n_student = sum(p.numel() for p in distiller.student.parameters())
     assert n_student * 5 <= sum(p.numel() for p in distiller.teacher.parameters())
 

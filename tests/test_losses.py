@@ -243,10 +243,20 @@ def test_dkd_with_alpha_one_and_beta_one_minus_pt_is_hinton_kd():
     torch.testing.assert_close(dkd, kd, **TOL)
 
 
-def test_dkd_without_target_and_with_bad_target_are_errors():
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_dkd_without_target_takes_the_teachers_top_class(temperature):
+    """A batch without labels (partially labelled data): the target is the teacher's argmax."""
+    torch.manual_seed(10)
+    student, teacher = rand(6, 5), rand(6, 5)
+    top = [max(range(5), key=row.__getitem__) for row in teacher.tolist()]
+    loss_fn = MODELS.build(dict(type="DKDLoss", alpha=0.5, beta=4.0, temperature=temperature, loss_weight=2.0))
+    expected = 2.0 * ref_dkd(student, teacher, torch.tensor(top), 0.5, 4.0, temperature)
+    torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
+    torch.testing.assert_close(loss_fn(student, teacher, None).item(), expected, **TOL)
+
+
+def test_dkd_with_bad_target_is_an_error():
     loss_fn = MODELS.build(dict(type="DKDLoss"))
-    with pytest.raises(ValueError, match="needs the ground-truth"):
-        loss_fn(rand(2, 3), rand(2, 3))
     with pytest.raises(ValueError, match=r"in \[0, 3\)"):
         loss_fn(rand(2, 3), rand(2, 3), torch.tensor([0, 3]))
 
@@ -328,3 +338,45 @@ def test_bad_shapes_and_settings_are_errors_that_name_the_loss():
         MODELS.build(dict(type="PixelwiseKLLoss", temperature=0))
     with pytest.raises(ValueError, match="mode must be one of"):
         MODELS.build(dict(type="FeatureKDLoss", student_channels=2, teacher_channels=2, mode="l1"))
+
+
+# -- depth: pixel-wise L1 / L2 on log-depth maps -----------------------------------------------------
+def ref_depth_kd(student, teacher, mode):
+    """Loop-wise mean over pixels of |s - t| or (s - t)^2 (teacher already at the student's size)."""
+    values = [float(s) - float(t) for s, t in zip(student.flatten().tolist(), teacher.flatten().tolist())]
+    return sum(abs(v) if mode == "l1" else v * v for v in values) / len(values)
+
+
+@pytest.mark.parametrize("mode", ["l1", "l2"])
+def test_depth_kd_matches_pixelwise_formula(mode):
+    torch.manual_seed(11)
+    student, teacher = rand(2, 1, 5, 6), rand(2, 1, 5, 6)
+    loss_fn = MODELS.build(dict(type="DepthKDLoss", mode=mode, loss_weight=0.5))
+    torch.testing.assert_close(loss_fn(student, teacher).item(), 0.5 * ref_depth_kd(student, teacher, mode), **TOL)
+
+
+@pytest.mark.parametrize("mode", ["l1", "l2"])
+def test_depth_kd_resizes_the_teacher_bilinearly_to_the_student(mode):
+    torch.manual_seed(12)
+    student, teacher = rand(2, 1, 4, 4), rand(2, 1, 8, 8)
+    resized = teacher.reshape(2, 1, 4, 2, 4, 2).mean(dim=(3, 5))  # bilinear halving samples 2x2 block centres
+    loss = MODELS.build(dict(type="DepthKDLoss", mode=mode))(student, teacher)
+    torch.testing.assert_close(loss.item(), ref_depth_kd(student, resized, mode), **TOL)
+
+
+@pytest.mark.parametrize("mode", ["l1", "l2"])
+def test_depth_kd_identical_maps_give_zero_loss_and_zero_gradient(mode):
+    teacher = rand(2, 1, 5, 5)
+    student = teacher.clone().requires_grad_()
+    loss = MODELS.build(dict(type="DepthKDLoss", mode=mode))(student, teacher)
+    loss.backward()
+    assert loss.item() == 0.0 and student.grad.abs().max().item() == 0.0
+
+
+def test_depth_kd_bad_mode_and_shapes_are_errors():
+    with pytest.raises(ValueError, match=r"DepthKDLoss: mode must be one of \('l1', 'l2'\), got 'huber'"):
+        MODELS.build(dict(type="DepthKDLoss", mode="huber"))
+    with pytest.raises(ValueError, match=r"DepthKDLoss.*\[B, 1, H, W\].*\(2, 3, 4, 4\)"):
+        MODELS.build(dict(type="DepthKDLoss"))(rand(2, 3, 4, 4), rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="DepthKDLoss"):
+        MODELS.build(dict(type="DepthKDLoss"))(rand(2, 1, 4, 4), rand(3, 1, 4, 4))

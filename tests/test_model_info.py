@@ -8,7 +8,7 @@ import torch
 
 import mtkd  # noqa: F401
 from mtkd.config import Config
-from mtkd.engine.checkpoint import save_checkpoint
+from mtkd.checkpoint import save_checkpoint
 from mtkd.registry import MODELS
 from tools import model_info
 
@@ -70,7 +70,7 @@ def test_distiller_with_teacher_config_prints_both_and_their_ratios(capsys):
     for name, config in (("teacher", "configs/demo/teacher.py"), ("student", "configs/demo/student_scratch.py")):
         model = MODELS.build(Config.fromfile(ROOT / config).model, num_classes=SYNTHETIC)
         assert rows[name][0] == num_params(model)
-        assert rows[name][2] == "seg [1, 9, 16, 16], det [1, 84, 13], cls [1, 8]"
+        assert rows[name][2] == "seg [1, 9, 16, 16], det [1, 84, 13], cls [1, 8], depth [1, 1, 16, 16]"
     (t_params, t_flops, _), (s_params, s_flops, _) = rows["teacher"], rows["student"]
     ratio = re.search(r"teacher/student: ([\d.]+)x params, ([\d.]+)x FLOPs", out)
     assert float(ratio[1]) == pytest.approx(t_params / s_params, abs=0.05)
@@ -136,7 +136,7 @@ def test_class_counts_from_flags_and_config(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--num-classes", "cls=x"], "--num-classes cls='x': expected a positive integer"),
     (["--num-classes", "cls=0"], "--num-classes cls=0: expected a positive integer"),
-    (["--num-classes", "dpth=3"], "no task 'dpth' \\(tasks: \\['cls', 'det', 'seg'\\]\\)"),
+    (["--num-classes", "dpth=3"], "no task 'dpth' \\(tasks: \\['cls', 'depth', 'det', 'seg'\\]\\)"),
     (["--input-size", "0", "64"], "--input-size must be two positive integers H W, got \\(0, 64\\)"),
 ])
 def test_bad_flags_are_usage_errors_that_say_what_is_wrong(capsys, argv, message):
@@ -150,6 +150,6 @@ def test_help_explains_every_flag(capsys):
         model_info.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for phrase in ("--input-size H W input size for FLOPs", "else 512 512", "--num-classes TASK=N",
-                   "synthetic set's seg=9 det=8 cls=8", "--teacher-config", "checkpoint does not exist",
+                   "from the synthetic set's categories", "--teacher-config", "checkpoint does not exist",
                    "MultiTaskModel or a Distiller"):
         assert phrase in text, phrase

@@ -164,3 +164,56 @@ def test_full_size_pair_is_distillable():
         full = {name: MODELS.build(Config.fromfile(f"configs/_base_/models/{name}.py").model, num_classes=CLASSES)
                 for name in ("teacher_r50-fpn", "student_mbv3-fpn")}
     check_distillable(full["teacher_r50-fpn"], full["student_mbv3-fpn"])
+
+
+class DictHead(torch.nn.Module):
+    """A head that breaks the contract: its forward returns a dict, not one raw tensor."""
+
+    batch_keys = ("seg",)
+
+    def __init__(self, in_channels, in_strides, num_classes):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels[0], num_classes, 1)
+
+    def forward(self, feats):
+        return {"logits": self.conv(feats[0])}
+
+    def loss(self, raw, batch):
+        return {}
+
+    def predict(self, raw, batch):
+        return []
+
+    def output_signature(self):
+        return {}
+
+
+def test_a_head_whose_raw_output_is_not_a_tensor_fails_at_build_naming_it():
+    with pytest.raises(TypeError, match="head 'seg' \\(DictHead\\): forward must return one tensor.*got dict"):
+        MultiTaskModel(backbone=BACKBONES["seed"], neck=dict(type="FPN", out_channels=16),
+                       heads={"seg": dict(type=DictHead)}, num_classes=CLASSES)
+
+
+def test_a_head_without_the_contract_members_fails_at_build():
+    class NoPredict(torch.nn.Module):
+        batch_keys = ("seg",)
+
+        def __init__(self, in_channels, in_strides, num_classes):
+            super().__init__()
+
+        def forward(self, feats):
+            return feats[0]
+
+    with pytest.raises(TypeError, match="head 'seg' \\(NoPredict\\) does not follow the head contract.*predict"):
+        MultiTaskModel(backbone=BACKBONES["seed"], neck=dict(type="FPN", out_channels=16),
+                       heads={"seg": dict(type=NoPredict)}, num_classes=CLASSES)
+
+
+def test_the_build_check_runs_on_the_meta_device_and_leaves_weights_alone():
+    torch.manual_seed(0)
+    model = make()
+    assert model._outputs_checked
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    torch.manual_seed(0)
+    plain = make()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))

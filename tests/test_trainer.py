@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mtkd.engine import trainer
-from mtkd.engine.checkpoint import load_checkpoint
+from mtkd.checkpoint import load_checkpoint
 from tools import test as test_tool
 from tools import train as train_tool
 
@@ -69,7 +69,8 @@ def test_teacher_trains_and_tests_with_every_metric_key(teacher_run, tmp_path):
 def test_metrics_log_holds_the_epoch_mean_of_every_loss_term(teacher_run):
     record = json.loads((teacher_run / "metrics.jsonl").read_text().splitlines()[-1])
     terms = {k: v for k, v in record.items() if k.startswith("train/") and k != "train/loss"}
-    assert set(terms) == {"train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce"}
+    assert set(terms) == {"train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce",
+                          "train/depth/silog"}
     # a plain model's loss is the sum of its terms at every step, so the epoch means add up the same way
     assert record["train/loss"] == pytest.approx(sum(terms.values()), rel=1e-5)
 
@@ -80,7 +81,7 @@ def test_scratch_and_distilled_students_train_and_test(teacher_run, tmp_path, ti
     assert run_train(scratch, tmp_path / "scratch") == 0
     assert run_train(kd, tmp_path / "kd", "--cfg-options", f"model.teacher_checkpoint={teacher_run / 'best.pth'}") == 0
     log = (tmp_path / "kd" / "log.txt").read_text()
-    assert "seg/soft" in log and "det/soft" in log and "cls/soft" in log
+    assert all(f"{task}/soft" in log for task in ("seg", "det", "cls", "depth"))
     kd_ckpt = load_checkpoint(tmp_path / "kd" / "best.pth")
     assert not any(k.startswith("teacher.") for k in kd_ckpt["state_dict"]) and kd_ckpt["model_config"]["type"] == "MultiTaskModel"
     assert not any("teacher" in k for k in kd_ckpt["train_state_dict"])
@@ -211,15 +212,21 @@ def test_help_explains_every_flag(tool, capsys):
             assert flag in text
 
 
-def test_predict_prints_class_per_image_and_draws(teacher_run, tiny_synthetic, tmp_path, capsys):
+def test_predict_prints_what_each_task_predicts_and_draws(teacher_run, tiny_synthetic, tmp_path, capsys):
+    """One line per image: its name, then each drawer's description in task order (det: the box count; cls:
+    class name and probability, the original recipe's columns; depth: its range), and one PNG per image."""
     from tools import predict as predict_tool
     images = tiny_synthetic / "images" / "test"
     assert predict_tool.main([str(teacher_run / "best.pth"), str(images), "--out-dir", str(tmp_path)]) == 0
-    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(lines) == 8 and all(len(parts) == 3 for parts in lines)
+    out = capsys.readouterr()
+    lines = [line.split("\t") for line in out.out.strip().splitlines()]
+    assert len(lines) == 8 and all(len(parts) == 5 for parts in lines)
     from mtkd.data import SHAPES
-    assert all(parts[1] in SHAPES and 0.0 <= float(parts[2]) <= 1.0 for parts in lines)
-    assert len(list(tmp_path.glob("*.png"))) == 8
+    for name, boxes, shape, prob, depth in lines:
+        assert name.endswith(".png") and boxes.endswith(" boxes") and int(boxes.split()[0]) >= 0
+        assert shape in SHAPES and 0.0 <= float(prob) <= 1.0    # names from the checkpoint, not indices
+        assert depth.startswith("depth ") and depth.endswith(" m")
+    assert len(list(tmp_path.glob("*.png"))) == 8 and "wrote 8 of 8 images" in out.err
 
 
 def test_ema_weights_are_evaluated_and_saved(tmp_path, tiny_synthetic):

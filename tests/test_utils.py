@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtkd.config import Config
-from mtkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtkd.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.engine.utils import get_rng_state, seed_everything, select_device, set_data_root, set_rng_state
 
 

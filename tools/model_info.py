@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config, DictAction  # noqa: E402
-from mtkd.engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from mtkd.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from mtkd.data import build_dataset, make_synthetic_dataset  # noqa: E402
 from mtkd.registry import MODELS  # noqa: E402
 
-SYNTHETIC_CLASSES = {"seg": 9, "det": 8, "cls": 8}  # the embedded synthetic set: 8 shapes (+ background)
 DEFAULT_SIZE = (512, 512)
 
 
@@ -35,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input size for FLOPs and output shapes (default: the config's input_size, else "
                              f"{DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})")
     parser.add_argument("--num-classes", nargs="+", action=DictAction, metavar="TASK=N", default={},
-                        help="class count per task, e.g. seg=9 det=8 cls=8, as the training data would give them "
-                             "(one that disagrees with a head's num_classes in the config is an error); heads "
-                             "with no count from either use the synthetic set's seg=9 det=8 cls=8, and the "
-                             "output says so")
+                        help="class count per task, e.g. seg=9 det=8 cls=8 (one that disagrees with a head's "
+                             "num_classes in the config is an error); other heads without a count take it from "
+                             "the config's training data, or, when that is not on disk, from the synthetic "
+                             "set's categories (the output says so)")
     parser.add_argument("--teacher-config", help="for a Distiller whose teacher comes from a checkpoint: the config "
                                                  "the teacher was (or will be) trained with; needed when the "
                                                  "checkpoint does not exist yet")
@@ -82,15 +83,27 @@ def model_configs(cfg: Config, teacher_config: str | None) -> tuple[dict[str, tu
     return found, notes
 
 
-def class_counts(model_cfg: Mapping, given: Mapping[str, int], notes: list[str]) -> dict[str, int]:
-    """``given`` counts, plus the synthetic set's for heads that set no ``num_classes`` (noted)."""
+def class_counts(model_cfg: Mapping, given: Mapping[str, int], from_data: Mapping[str, int]) -> dict[str, int]:
+    """``given`` counts, plus the data's for heads that set no ``num_classes``."""
     counts = {task: int(n) for task, n in given.items()}
-    defaulted = {task: SYNTHETIC_CLASSES[task] for task, head in model_cfg.get("heads", {}).items()
-                 if head.get("num_classes") is None and task not in given and task in SYNTHETIC_CLASSES}
-    note = f"class counts {defaulted} are the synthetic set's defaults; set --num-classes for other data"
-    if defaulted and note not in notes:
-        notes.append(note)
-    return {**counts, **defaulted}
+    filled = {task: from_data[task] for task, head in model_cfg.get("heads", {}).items()
+              if head and head.get("num_classes") is None and task not in given and task in from_data}
+    return {**counts, **filled}
+
+
+def data_class_counts(cfg: Config) -> tuple[dict[str, int], str | None]:
+    """Class counts of the config's training data; when it is not readable, those of a tiny synthetic set
+    made in a temp folder (what tools/make_synthetic.py writes) and the reason, for a note."""
+    dataset_cfg = dict((cfg.get("train_dataloader") or {}).get("dataset") or {})
+    try:
+        return dict(build_dataset(dict(dataset_cfg, pipeline=[])).num_classes), None
+    except (OSError, ValueError, KeyError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    with tempfile.TemporaryDirectory() as root:
+        make_synthetic_dataset(root, num_train=1, num_val=0, num_test=0, size=32, workers=1, progress=False)
+        counts = dict(build_dataset(dict(type="CocoMultiTaskDataset", data_root=root, img_dir="images/train",
+                                         ann_file="annotations/instances_train.json")).num_classes)
+    return counts, reason
 
 
 def input_size(parser: argparse.ArgumentParser, given: list[int] | None, cfg: Config, path: str) -> tuple[int, int]:
@@ -120,9 +133,14 @@ def main(argv=None) -> int:
     size = input_size(parser, args.input_size, cfg, args.config)
     configs, notes = model_configs(cfg, args.teacher_config)
     check_num_classes(parser, args.num_classes, {t for c, _ in configs.values() for t in c.get("heads", {})})
-    rows = {}
+    heads = [head for model_cfg, _ in configs.values() for head in model_cfg.get("heads", {}).values() if head]
+    unset = any(head.get("num_classes") is None for head in heads)
+    from_data, reason = data_class_counts(cfg) if unset else ({}, None)
+    rows, defaulted = {}, {}
     for name, (model_cfg, trained_with) in configs.items():
-        counts = {**class_counts(model_cfg, args.num_classes, notes), **trained_with}
+        counts = {**class_counts(model_cfg, args.num_classes, from_data), **trained_with}
+        if reason is not None:
+            defaulted.update({t: n for t, n in counts.items() if t not in args.num_classes and t not in trained_with})
         with torch.device("meta"):
             rows[name] = measure(MODELS.build(model_cfg, num_classes=counts), size)
     print(f"{args.config}  input {size[0]}x{size[1]}, batch 1 (FLOPs by torch FlopCounterMode, multiply-add = 2)")
@@ -130,6 +148,9 @@ def main(argv=None) -> int:
     for name, row in rows.items():
         shapes = ", ".join(f"{t} {list(s)}" for t, s in row["shapes"].items())
         print(f"{name:<10} {row['params']:>13,} {row['gflops']:>9.3f}  {shapes}")
+    if defaulted:
+        notes.append(f"the training data cannot be read ({reason}); class counts {defaulted} are the synthetic "
+                     f"set's defaults; set --num-classes for other data")
     if "teacher" in rows and "student" in rows:
         t, s = rows["teacher"], rows["student"]
         print(f"teacher/student: {t['params'] / s['params']:.1f}x params, {t['gflops'] / s['gflops']:.1f}x FLOPs")

@@ -1,9 +1,10 @@
-"""Run a checkpoint on a folder of images: print the class of each image, save the predictions drawn.
+"""Run a checkpoint on a folder of images: print one line per image, save the predictions drawn.
 
     python tools/predict.py work_dirs/demo/student_kd/best.pth IMAGES_DIR [--out-dir V]
 
-Prints ``name<TAB>class<TAB>prob`` per image (the original recipe's format) when the model has a ``cls``
-head, and writes ``V/<name>.png`` with boxes and the mask overlay drawn on the network input.
+Prints ``name<TAB>...`` per image with what each task's drawer says of its prediction (an image class:
+``class<TAB>prob``, the original recipe's format; detections: the box count; depth: its range), and
+writes ``V/<name>.png`` with every task's prediction drawn on the network input (the config's ``drawers``).
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import mtkd  # noqa: E402,F401  registers every component
-from mtkd.data.coco import InvalidSampleError, read_rgb  # noqa: E402
+from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.config import ConfigError, import_custom_modules  # noqa: E402
 from mtkd.data.imagefolder import IMAGE_SUFFIXES  # noqa: E402
+from mtkd.data.io import InvalidSampleError, read_rgb  # noqa: E402
 from mtkd.data.transforms import Pipeline  # noqa: E402
-from mtkd.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
 from mtkd.engine.utils import select_device  # noqa: E402
-from mtkd.engine.visualize import denormalize, draw_prediction, save_png, top_class  # noqa: E402
+from mtkd.visualization import build_drawers, denormalize, draw_prediction, save_png  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default="predictions", help="where the drawn predictions are written")
     parser.add_argument("--split", default="test", choices=("val", "test"),
                         help="whose pipeline (resize, normalization) of the stored config to apply")
-    parser.add_argument("--score-thr", type=float, default=0.3, help="smallest detection score drawn")
+    parser.add_argument("--score-thr", type=float,
+                        help="smallest score drawn by drawers that filter by score (default: the config's drawers)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run")
     return parser.parse_args(argv)
 
@@ -46,7 +49,8 @@ def main(argv=None) -> int:
         return 2
     try:
         ckpt = load_checkpoint(args.checkpoint)
-    except CheckpointError as err:
+        import_custom_modules(ckpt["config"], f"the config stored in {args.checkpoint}")
+    except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = select_device(args.device)
@@ -54,9 +58,13 @@ def main(argv=None) -> int:
     dataset_cfg = ckpt["config"][f"{args.split}_dataloader"]["dataset"]
     pipeline = Pipeline(dataset_cfg.get("pipeline", []))
     mean, std = pipeline.normalization()
-    names = class_names(ckpt, dataset_cfg)
+    drawers = build_drawers(ckpt["config"].get("drawers"), model.tasks, class_names(ckpt, dataset_cfg))
+    for drawer in drawers.values():
+        if args.score_thr is not None and hasattr(drawer, "score_thr"):
+            drawer.score_thr = args.score_thr
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
     for path in files:
         try:
             image = read_rgb(path)
@@ -64,12 +72,12 @@ def main(argv=None) -> int:
             print(f"skipping {path}: {err}", file=sys.stderr)
             continue
         pred = predict_one(model, pipeline, image, device)
-        if "cls" in pred:
-            name, prob = top_class(pred["cls"], names.get("cls"))
-            print(f"{path.relative_to(folder)}\t{name}\t{prob:.4f}")
-        drawn = draw_prediction(denormalize(pred.pop("_img"), mean, std), pred, names, args.score_thr)
-        save_png(drawn, (out_dir / (path.stem + ".png")))
-    print(f"wrote {len(files)} images to {out_dir}", file=sys.stderr)
+        lines = [text for task, drawer in drawers.items() if (text := drawer.describe(pred[task]))]
+        print("\t".join([str(path.relative_to(folder)), *lines]))
+        save_png(draw_prediction(denormalize(pred.pop("_img"), mean, std), pred, drawers),
+                 out_dir / (path.stem + ".png"))
+        written += 1
+    print(f"wrote {written} of {len(files)} images to {out_dir}", file=sys.stderr)
     return 0
 
 
@@ -86,7 +94,10 @@ def predict_one(model, pipeline: Pipeline, image: np.ndarray, device) -> dict:
 
 
 def class_names(ckpt: dict, dataset_cfg: dict) -> dict:
-    """Class names per task: the dataset's, when its annotation file is still readable, else indices."""
+    """Class names per task: saved in the checkpoint, else the dataset's (when its annotation file is still
+    readable), else none (drawn as indices)."""
+    if ckpt.get("class_names"):
+        return dict(ckpt["class_names"])
     try:
         from mtkd.registry import DATASETS
         return dict(DATASETS.build(dict(dataset_cfg, pipeline=[])).class_names)

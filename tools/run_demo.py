@@ -20,7 +20,6 @@ RUNS = (  # (row name, config, needs the teacher checkpoint)
     ("student scratch", "configs/demo/student_scratch.py", False),
     ("student KD", "configs/demo/student_kd.py", True),
 )
-COLUMNS = ("seg/mIoU", "seg/aAcc", "det/mAP", "det/AP50", "det/AP75", "cls/top1", "cls/top5")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +44,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     data, work = Path(args.data), Path(args.work_dir)
-    if args.force or not (data / "annotations" / "instances_test.json").is_file():
+    if args.force or not synthetic_is_current(data):
         run(["tools/make_synthetic.py", "--out", str(data)])
     rows = {}
     teacher_ckpt = work / "teacher" / "best.pth"
@@ -68,9 +67,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def synthetic_is_current(root: Path) -> bool:
+    """Whether ``root`` holds a synthetic set made by this version of the generator (older ones lack tasks)."""
+    sys.path.insert(0, str(ROOT))
+    from mtkd.data.synthetic import SYNTHETIC_VERSION
+    path = root / "annotations" / "instances_test.json"
+    if not path.is_file():
+        return False
+    version = json.loads(path.read_text()).get("info", {}).get("version")
+    if version != SYNTHETIC_VERSION:
+        print(f"{root} was made by an older generator (version {version}, now {SYNTHETIC_VERSION}): remaking it")
+        return False
+    return True
+
+
 def format_table(rows: dict[str, dict]) -> str:
-    """Markdown table: a row per run, the metric keys and the parameter count as columns."""
-    columns = [c for c in COLUMNS if any(c in r for r in rows.values())] + ["params (M)"]
+    """Markdown table: a row per run, every metric key (``task/name``, in the tests' order) and the parameter
+    count as columns."""
+    columns = list(dict.fromkeys(k for r in rows.values() for k in r if "/" in k and isinstance(r[k], float)))
+    columns.append("params (M)")
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
         cells = [f"{values[c]:.2f}" if c in values else "-" for c in columns[:-1]]

@@ -14,12 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import mtkd  # noqa: E402,F401  registers every component
-from mtkd.config import Config, ConfigError, DictAction  # noqa: E402
-from mtkd.engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.config import Config, ConfigError, DictAction, import_custom_modules  # noqa: E402
+from mtkd.data.builder import build_loader  # noqa: E402
 from mtkd.engine.evaluate import build_metrics, evaluate  # noqa: E402
-from mtkd.engine.trainer import build_loader  # noqa: E402
 from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
-from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize, save_png  # noqa: E402
+from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize, save_png  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="point the split's dataset at this root instead of the stored one")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE", default={},
                         help="override values of the stored config, e.g. test_dataloader.batch_size=8")
-    parser.add_argument("--out", help="write the metrics to this JSON file (keys like seg/mIoU, det/mAP)")
+    parser.add_argument("--out", help="write the metrics to this JSON file (keys <task>/<metric>, plus params, "
+                                      "the primary metric of each task, split, images, checkpoint)")
     parser.add_argument("--show-dir", help="save every evaluated image with its predictions drawn here")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run ('auto' = cuda when available)")
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         cfg = Config(ckpt["config"])
         cfg.merge_from_dict(args.cfg_options or {})
+        import_custom_modules(cfg, f"the config stored in {args.checkpoint}")
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -64,12 +66,14 @@ def main(argv=None) -> int:
     tasks = [t for t in model.tasks if t in dataset.tasks]
     metrics = build_metrics(cfg.get("metrics") or {}, tasks, dataset)
     pipeline = cfg[f"{args.split}_dataloader"]["dataset"].get("pipeline")
-    saver = PredictionSaver(Path(args.show_dir), find_normalize(pipeline), dataset) if args.show_dir else None
+    drawers = build_drawers(cfg.get("drawers"), tasks, getattr(dataset, "class_names", None))
+    saver = PredictionSaver(Path(args.show_dir), find_normalize(pipeline), drawers) if args.show_dir else None
     results = evaluate(model, loader, metrics, device, cfg.get("amp"),
                        progress=not args.no_progress and sys.stderr.isatty(), on_batch=saver)
     print_table(args.checkpoint, args.split, results, model, metrics)
     if args.out:
         record = {**results, "params": sum(p.numel() for p in model.parameters()),
+                  "primary": {task: metric.primary for task, metric in metrics.items()},
                   "split": args.split, "num_images": len(dataset), "checkpoint": str(args.checkpoint)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
@@ -88,15 +92,14 @@ def check_classes(ckpt_classes: dict, dataset, path: str) -> None:
 class PredictionSaver:
     """``on_batch`` callback of ``evaluate``: writes each image with its predictions as a PNG."""
 
-    def __init__(self, out_dir: Path, mean_std, dataset):
-        self.out_dir, (self.mean, self.std), self.dataset = out_dir, mean_std, dataset
+    def __init__(self, out_dir: Path, mean_std, drawers: dict):
+        self.out_dir, (self.mean, self.std), self.drawers = out_dir, mean_std, drawers
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch, preds) -> None:
         for i, meta in enumerate(batch["meta"]):
             single = {task: pred[i] for task, pred in preds.items()}
-            image = draw_prediction(denormalize(batch["img"][i], self.mean, self.std), single,
-                                    getattr(self.dataset, "class_names", None))
+            image = draw_prediction(denormalize(batch["img"][i], self.mean, self.std), single, self.drawers)
             save_png(image, (self.out_dir / (Path(str(meta["file_name"])).stem + ".png")))
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config, ConfigError, DictAction  # noqa: E402
-from mtkd.engine import dist  # noqa: E402
+from mtkd import dist  # noqa: E402
 from mtkd.engine.trainer import NonFiniteLossError, TrainingInterrupted, train  # noqa: E402
 from mtkd.engine.utils import set_data_root  # noqa: E402
 

@@ -13,9 +13,16 @@ checkpoint = dict(
     best_metric="auto",         # "auto" = mean of the tasks' primary metrics, or a key like "det/mAP"
     patience=None,              # early stopping: evaluations without a new best before stopping
 )
-metrics = dict(                 # one metric per task the model has; others are ignored
+metrics = dict(                 # one metric per task the model has (a task of your own adds its entry)
     seg=dict(type="SegMetric"),
     det=dict(type="CocoDetMetric"),
     cls=dict(type="ClsMetric", topk=(1, 5)),
+    depth=dict(type="DepthMetric"),  # AbsRel, RMSE, delta1 at the original resolution; delta1 picks best.pth
+)
+drawers = dict(                 # how each task's predictions are drawn (TensorBoard, --show-dir, predict.py)
+    seg=dict(type="SegMapDrawer"),
+    det=dict(type="BoxDrawer", score_thr=0.3),  # boxes scoring below are not drawn
+    cls=dict(type="ClassLabelDrawer"),
+    depth=dict(type="DepthMapDrawer"),  # a colour panel next to the image
 )
 num_vis_images = 4              # validation images drawn to TensorBoard per evaluation

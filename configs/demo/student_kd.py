@@ -1,4 +1,4 @@
-# CPU demo: the tiny student distilled from the tiny teacher (configs/demo/teacher.py) on all three tasks.
+# CPU demo: the tiny student distilled from the tiny teacher (configs/demo/teacher.py) on all four tasks.
 # Per task: L_t = (1 - alpha) * hard + alpha * soft;  L = sum_t ratio * L_t.
 _base_ = [
     "../_base_/models/student_seedcnn-fpn_tiny.py",
@@ -20,5 +20,8 @@ model = dict(
         det=dict(alpha=0.5, ratio=1.0, loss=dict(type="DetOutputMSELoss", objectness_weighted=True,
                                                  probabilities=True, normalize="teacher_objectness")),
         cls=dict(alpha=0.9, ratio=1.0, loss=dict(type="LogitKDLoss", temperature=2.0)),
+        # depth: L1 between the student's and the teacher's log-depth maps (a relative error per pixel);
+        # alpha 0.5 as for det, not tuned
+        depth=dict(alpha=0.5, ratio=1.0, loss=dict(type="DepthKDLoss", mode="l1")),
     ),
 )

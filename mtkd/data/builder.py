@@ -1,6 +1,7 @@
 """Datasets and data loaders from config."""
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping
 
@@ -8,8 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from mtkd import dist
 from mtkd.data.collate import collate
-from mtkd.engine import dist
+from mtkd.structures import META_KEY
 from mtkd.registry import DATASETS
 
 LOADER_KEYS = {"dataset", "batch_size", "num_workers", "shuffle", "drop_last", "pin_memory"}
@@ -60,10 +62,18 @@ def build_dataloader(cfg: Mapping, distributed: bool = False, seed: int = 0) -> 
     fork = num_workers > 0 and _has_fork()
     return DataLoader(
         dataset, batch_size=int(cfg.get("batch_size", 16)), sampler=sampler, num_workers=num_workers,
-        collate_fn=collate, pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
+        collate_fn=functools.partial(collate, listed=getattr(dataset, "listed_keys", (META_KEY,))), pin_memory=bool(cfg.get("pin_memory", torch.cuda.is_available())),
         drop_last=drop_last, generator=torch.Generator().manual_seed(seed), worker_init_fn=_init_worker,
         # Workers are not persistent: each epoch's workers get a copy of the dataset after set_epoch().
         persistent_workers=False, multiprocessing_context="fork" if fork else None)
+
+
+def build_loader(cfg: Mapping, split: str, distributed: bool = False, seed: int = 0) -> DataLoader:
+    """The ``{split}_dataloader`` of a whole config (train, val or test), built by :func:`build_dataloader`."""
+    key = f"{split}_dataloader"
+    if key not in cfg:
+        raise KeyError(f"the config has no {key!r}; inherit a dataset config from configs/_base_/datasets/")
+    return build_dataloader(cfg[key], distributed=distributed, seed=seed)
 
 
 def _init_worker(worker_id: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtkd.data.coco import read_rgb
+from mtkd.data.io import read_rgb
 from mtkd.data.transforms import Pipeline, sample_seed
 from mtkd.registry import DATASETS
 

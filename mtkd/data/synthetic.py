@@ -4,7 +4,10 @@ Each image holds 1-6 shapes (8 classes) in random colours, sizes and rotations o
 background; later shapes occlude earlier ones and the annotations describe only what stays visible.
 The image-level label is the class covering the largest visible area, which needs global reasoning
 (counting and comparing areas across the scene), so classification relates to the dense tasks.
-Every image draws from its own RNG seeded by (seed, split, index): same seed, byte-identical files.
+Each image also has a depth map (a tilted background plane, every shape flat at its own depth, later
+shapes nearer, a 1-pixel sensor shadow of unknown depth around them), drawn from a second RNG so that the
+images and json of version 1 stay byte-identical.
+Every image draws from its own RNGs seeded by (seed, split, index): same seed, byte-identical files.
 """
 from __future__ import annotations
 
@@ -21,6 +24,15 @@ from tqdm import tqdm
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "hexagon", "crescent")
 SPLITS = ("train", "val", "test")
 MIN_VISIBLE_FRACTION = 0.35  # an object keeps at least this share of its pixels visible
+SYNTHETIC_VERSION = 2        # 1: images + json; 2: + depth maps (tools regenerate older sets)
+DEPTH_SCALE = 0.001          # metres per unit of the 16-bit depth PNGs
+DEPTH_STREAM = 1             # 4th seed entry of the depth RNG: never draws from the scene RNG
+BACKGROUND_FAR = (8.5, 10.0)     # m, background depth at the top row
+BACKGROUND_NEAR = (6.0, 7.5)     # m, at the bottom row (a ground plane seen from above the horizon)
+BACKGROUND_TILT = 0.5            # m, at most this change from the left to the right edge
+OBJECT_DEPTH_K = 0.3             # m: a shape of radius r * size sits near OBJECT_DEPTH_K / r metres
+OBJECT_DEPTH_MAX = 5.5           # m, nearer than any background pixel (all >= 6.0 - BACKGROUND_TILT / 2)
+OBJECT_DEPTH_STEP = 0.9          # each shape at most this fraction of the depth of the one drawn before
 
 
 def _polygon(kind: str, rng: np.random.Generator, radius: float) -> np.ndarray:
@@ -90,11 +102,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def render_scene(seed_seq: list[int], size: int) -> tuple[np.ndarray, list[dict], int]:
-    """One scene: uint8 BGR image, visible objects ``[{class_id, mask}]`` (drawing order), image label."""
+    """One scene: uint8 BGR image, visible objects ``[{class_id, mask, radius}]`` (drawing order; ``radius``
+    in pixels, as drawn), image label."""
     rng = np.random.default_rng(seed_seq)
     image = _background(rng, size)
     masks: list[np.ndarray] = []
     classes: list[int] = []
+    radii: list[float] = []
     for _ in range(int(rng.integers(1, 7))):
         for _attempt in range(20):
             kind = int(rng.integers(len(SHAPES)))
@@ -111,8 +125,9 @@ def render_scene(seed_seq: list[int], size: int) -> tuple[np.ndarray, list[dict]
         image[sel] = (colour + texture)[sel]
         masks = [m & (1 - mask) for m in masks] + [mask]
         classes.append(kind)
+        radii.append(float(radius))
     image = np.clip(image, 0, 255).round().astype(np.uint8)
-    objects = [{"class_id": c, "mask": m} for c, m in zip(classes, masks) if m.sum() > 0]
+    objects = [{"class_id": c, "mask": m, "radius": r} for c, m, r in zip(classes, masks, radii) if m.sum() > 0]
     areas = np.zeros(len(SHAPES), np.int64)
     for obj in objects:
         areas[obj["class_id"]] += int(obj["mask"].sum())
@@ -123,6 +138,48 @@ def _keeps_visible(existing: np.ndarray, new: np.ndarray) -> bool:
     """Would ``existing`` keep enough of itself visible if ``new`` were drawn on top?"""
     area = existing.sum()
     return area == 0 or (existing & (1 - new)).sum() >= MIN_VISIBLE_FRACTION * area
+
+
+def render_depth(objects: list[dict], size: int, rng: np.random.Generator) -> np.ndarray:
+    """Depth in metres ``[size, size]`` float64 of a scene's visible ``objects`` (drawing order), 0 = unknown.
+
+    The background is a tilted plane (6-10 m); each shape is flat, near ``OBJECT_DEPTH_K / (radius / size)``
+    (bigger looks nearer) and nearer than the shape drawn before it and than the background, so depth agrees
+    with the occlusions of the image. The sensor shadow: the 1-pixel ring (8-neighbours) just outside each
+    visible object is unknown (0) wherever the surface there is farther than the object. Values lie on the
+    ``DEPTH_SCALE`` grid, so shapes read back at exactly one depth.
+    """
+    depth = _background_depth(rng, size)
+    object_depths = _object_depths(objects, size, rng)
+    for obj, value in zip(objects, object_depths):
+        depth[obj["mask"].astype(bool)] = value
+    shadow = np.zeros((size, size), bool)
+    kernel = np.ones((3, 3), np.uint8)
+    for obj, value in zip(objects, object_depths):
+        ring = cv2.dilate(obj["mask"], kernel).astype(bool) & ~obj["mask"].astype(bool)
+        shadow |= ring & (depth > value)
+    depth[shadow] = 0.0
+    return depth
+
+
+def _background_depth(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A plane ``[size, size]`` in metres: far at the top, near at the bottom, tilted left to right."""
+    far, near = rng.uniform(*BACKGROUND_FAR), rng.uniform(*BACKGROUND_NEAR)
+    tilt = rng.uniform(-BACKGROUND_TILT, BACKGROUND_TILT)
+    t = (np.arange(size) + 0.5) / size  # pixel centres in (0, 1)
+    plane = far + (near - far) * t[:, None] + tilt * (t[None, :] - 0.5)
+    return np.round(plane / DEPTH_SCALE) * DEPTH_SCALE
+
+
+def _object_depths(objects: list[dict], size: int, rng: np.random.Generator) -> list[float]:
+    """One depth (metres, on the PNG grid) per visible object, strictly decreasing in drawing order."""
+    depths, limit = [], OBJECT_DEPTH_MAX
+    for obj in objects:
+        nominal = OBJECT_DEPTH_K * size / obj["radius"] * rng.uniform(0.9, 1.1)
+        value = round(min(nominal, limit) / DEPTH_SCALE) * DEPTH_SCALE
+        depths.append(value)
+        limit = value * OBJECT_DEPTH_STEP
+    return depths
 
 
 def _annotations(objects: list[dict], image_id: int, next_ann_id: int) -> list[dict]:
@@ -137,23 +194,29 @@ def _annotations(objects: list[dict], image_id: int, next_ann_id: int) -> list[d
 
 
 def _make_one(args: tuple) -> tuple[str, list[dict], int]:
-    """Render and write image ``index`` of ``split``; return its file name, objects' anns, label."""
+    """Render and write image ``index`` of ``split`` and its depth map; return file name, anns, label."""
     out_dir, split, index, size, seed = args
-    image, objects, label = render_scene([seed, SPLITS.index(split), index], size)
+    seed_seq = [seed, SPLITS.index(split), index]
+    image, objects, label = render_scene(seed_seq, size)
+    depth = render_depth(objects, size, np.random.default_rng([*seed_seq, DEPTH_STREAM]))
     name = f"{split}_{index:06d}.png"
     cv2.imwrite(str(Path(out_dir) / "images" / split / name), image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    units = np.round(depth / DEPTH_SCALE).astype(np.uint16)
+    cv2.imwrite(str(Path(out_dir) / "depth" / split / name), units, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     return name, _annotations(objects, index + 1, 0), label
 
 
 def make_synthetic_dataset(out_dir: str | Path, num_train: int = 2000, num_val: int = 500, num_test: int = 500,
                            size: int = 128, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """Write ``images/{split}/*.png`` and ``annotations/instances_{split}.json``; return counts per split."""
+    """Write ``images/{split}/*.png``, ``depth/{split}/*.png`` (16-bit, ``DEPTH_SCALE`` m per unit) and
+    ``annotations/instances_{split}.json``; return counts per split."""
     out_dir = Path(out_dir)
     if size < 32:
         raise ValueError(f"size must be at least 32 px, got {size}")
     summary = {}
     for split, count in zip(SPLITS, (num_train, num_val, num_test)):
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / "depth" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
         jobs = [(str(out_dir), split, i, size, seed) for i in range(count)]
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -174,5 +237,6 @@ def _coco_json(results: list[tuple], split: str, size: int) -> dict:
             annotations.append({**ann, "id": len(annotations) + 1})
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPES)]
     image_categories = [{"id": i, "name": n} for i, n in enumerate(SHAPES)]
-    return {"info": {"description": f"mtkd synthetic shapes, {split} split"}, "images": images,
-            "annotations": annotations, "categories": categories, "image_categories": image_categories}
+    return {"info": {"description": f"mtkd synthetic shapes, {split} split", "version": SYNTHETIC_VERSION},
+            "images": images, "annotations": annotations, "categories": categories,
+            "image_categories": image_categories, "depth_dir": f"depth/{split}", "depth_scale": DEPTH_SCALE}

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtkd.engine.checkpoint import CheckpointError, load_checkpoint
+from mtkd.checkpoint import CheckpointError, load_checkpoint
+from mtkd.config import import_custom_modules
 from mtkd.models.multitask import check_distillable
 from mtkd.registry import MODELS
 from mtkd.structures import FEATS_KEY, IMG_KEY, has_labels
@@ -85,6 +86,11 @@ class Distiller(nn.Module):
     @property
     def tasks(self) -> list[str]:
         return list(self.student.tasks)
+
+    @property
+    def distilled_tasks(self) -> list[str]:
+        """Tasks with a soft loss and ``alpha > 0``: the teacher alone can teach them (no labels needed)."""
+        return [t for t in self.student.tasks if t in self.soft_losses and self.task_kd[t].alpha > 0]
 
     def train(self, mode: bool = True) -> "Distiller":
         """Set the student (and adapters) to ``mode``; the teacher stays in eval mode (BN stats frozen)."""
@@ -179,6 +185,7 @@ def build_teacher(teacher_cfg: Mapping | None, path: str) -> nn.Module:
         raise CheckpointError(f"cannot load the teacher checkpoint model.teacher_checkpoint={path!r}: {err}. "
                               f"To get one, {TRAIN_TEACHER_HINT}") from err
     cfg = dict(ckpt["model_config"] if teacher_cfg is None else teacher_cfg)
+    import_custom_modules(ckpt["config"], f"the config stored in the teacher checkpoint {path}")
     model = MODELS.build(cfg, num_classes=dict(ckpt["num_classes"]))
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -200,7 +207,8 @@ def _first_lines(text: str, count: int) -> str:
 def check_teacher_fits(teacher: nn.Module, student: nn.Module, path: str) -> None:
     """Class counts per task first (naming both numbers), then the models' output check (det grid, ...)."""
     for task in (t for t in student.tasks if t in teacher.tasks):  # missing tasks: check_distillable
-        n_teacher, n_student = teacher.heads[task].num_classes, student.heads[task].num_classes
+        n_teacher = getattr(teacher.heads[task], "num_classes", None)
+        n_student = getattr(student.heads[task], "num_classes", None)
         if n_teacher != n_student:
             raise ValueError(f"the teacher in {path} predicts {n_teacher} {task} classes but the student has "
                              f"{n_student} (from its training data); distil a teacher trained on the same "
@@ -216,6 +224,7 @@ def resolve_tasks(tasks: Mapping[str, Mapping],
     """``{task: TaskKD}`` for every student task (missing ones: alpha 0, ratio 1) and the soft-loss configs."""
     if not isinstance(tasks, Mapping):
         raise TypeError(f"Distiller: tasks must be a dict {{task: dict(alpha, ratio, loss)}}, got {tasks!r}")
+    tasks = {task: cfg for task, cfg in tasks.items() if cfg is not None}  # tasks.<task>=None: not distilled
     unknown = sorted(set(tasks) - set(student_tasks))
     if unknown:
         raise ValueError(f"Distiller: tasks has unknown task(s) {unknown}; the student's tasks are "

@@ -155,16 +155,20 @@ def _standardize_channels(maps: Tensor, eps: float = 1e-6) -> Tensor:
     return (maps - mean) / (std + eps)
 
 
-def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 8.0,
+def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor | None, alpha: float = 1.0, beta: float = 8.0,
              temperature: float = 4.0) -> Tensor:
     """Decoupled KD (Zhao et al. 2022): ``T^2 * (alpha * TCKD + beta * NCKD)``, batch mean.
 
     TCKD is the KL between the binary (target, rest) probabilities, NCKD the KL between the distributions
-    over the non-target classes. Args: logits ``[B, C]``, target class ids ``[B]``.
+    over the non-target classes. Args: logits ``[B, C]``, target class ids ``[B]``, or None (a batch
+    without labels): then the teacher's top class ``teacher.argmax(1)`` is the target, so that DKD trains on
+    partially labelled data (the split then follows the teacher's belief instead of the ground truth).
     """
     _check_same_shape("DKDLoss", student, teacher, "[B, C] logits")
     if student.dim() != 2 or student.shape[1] < 2:
         raise ValueError(f"DKDLoss: expected logits [B, C] with C >= 2, got shape {tuple(student.shape)}")
+    if target is None:
+        target = teacher.argmax(dim=1)
     if target.shape != student.shape[:1] or target.dtype != torch.long:
         raise ValueError(f"DKDLoss: target must be long class ids [B] with B={student.shape[0]}, got "
                          f"{target.dtype} of shape {tuple(target.shape)}")
@@ -311,7 +315,10 @@ class FeatureKDLoss(SoftLoss):
 
 @MODELS.register_module()
 class DKDLoss(SoftLoss):
-    """Zhao et al. 2022, "Decoupled Knowledge Distillation": TCKD + NCKD on logits ``[B, C]``; needs labels."""
+    """Zhao et al. 2022, "Decoupled Knowledge Distillation": TCKD + NCKD on logits ``[B, C]``.
+
+    Reads the class labels; on a batch without them (``target=None``) the teacher's top class stands in.
+    """
 
     needs_target = True
 
@@ -321,9 +328,6 @@ class DKDLoss(SoftLoss):
         self.temperature = _check_temperature("DKDLoss", temperature)
 
     def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
-        if target is None:
-            raise ValueError("DKDLoss needs the ground-truth class ids [B] of every batch it sees; this batch "
-                             "has none (use LogitKDLoss for batches without labels)")
         loss = dkd_loss(student, teacher, target, self.alpha, self.beta, self.temperature)
         return self.loss_weight * loss
 
@@ -338,3 +342,38 @@ class CWDLoss(SoftLoss):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return self.loss_weight * cwd_loss(student, teacher, self.temperature)
+
+
+# -- depth -------------------------------------------------------------------------------------------
+DEPTH_KD_MODES = ("l1", "l2")  # DepthKDLoss(mode=...)
+
+
+def depth_kd_loss(student: Tensor, teacher: Tensor, mode: str = "l1") -> Tensor:
+    """Pixel-wise distillation of depth (Liu et al. 2020, "Structured Knowledge Distillation for Dense
+    Prediction", its pixel-wise term on regression maps): ``mean |s - t|`` (``l1``) or ``mean (s - t)^2``
+    (``l2``) over pixels between log-depth maps ``[B, 1, h, w]``; the teacher is resized (bilinear) to the
+    student's ``h, w``. In log space the error is relative, so near and far pixels weigh alike.
+    """
+    if mode not in DEPTH_KD_MODES:
+        raise ValueError(f"DepthKDLoss: mode must be one of {DEPTH_KD_MODES}, got {mode!r}")
+    _check_maps("DepthKDLoss", student, teacher)
+    if student.shape[1] != 1:
+        raise ValueError(f"DepthKDLoss: expected log-depth maps [B, 1, H, W], got student {tuple(student.shape)} "
+                         f"and teacher {tuple(teacher.shape)}")
+    student, teacher = _at_least_fp32(student), _at_least_fp32(teacher)
+    diff = student - _resize_to(teacher, student.shape[-2:])
+    return diff.abs().mean() if mode == "l1" else (diff ** 2).mean()
+
+
+@MODELS.register_module()
+class DepthKDLoss(SoftLoss):
+    """Pixel-wise KD of log-depth maps ``[B, 1, H, W]`` (Liu et al. 2020), L1 or L2; see :func:`depth_kd_loss`."""
+
+    def __init__(self, mode: str = "l1", loss_weight: float = 1.0):
+        super().__init__(loss_weight)
+        if mode not in DEPTH_KD_MODES:
+            raise ValueError(f"DepthKDLoss: mode must be one of {DEPTH_KD_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
+        return self.loss_weight * depth_kd_loss(student, teacher, self.mode)

@@ -18,16 +18,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mtkd import dist
+from mtkd.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.config import Config
-from mtkd.engine import dist
-from mtkd.engine.checkpoint import load_checkpoint, save_checkpoint
+from mtkd.data.builder import build_loader
 from mtkd.engine.evaluate import autocast_context, build_metrics, evaluate, primary_score
 from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, get_logger, setup_logger
 from mtkd.engine.optim import build_optimizer, build_scheduler, trainable_parameters
 from mtkd.engine.utils import get_rng_state, select_device, seed_everything, set_rng_state
-from mtkd.engine.visualize import denormalize, draw_prediction, find_normalize
 from mtkd.registry import MODELS
 from mtkd.structures import to_device
+from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize
 
 
 class TrainingInterrupted(Exception):
@@ -69,6 +70,7 @@ class Run:
     device: torch.device
     info: dist.DistInfo
     num_classes: dict
+    class_names: dict           # {task: [names]} of the training data, saved for predict/export
     work_dir: Path
     state: LoopState
     tb: TensorBoard
@@ -110,15 +112,6 @@ class SignalStop:
     def __exit__(self, *exc):
         for signum, handler in self._old.items():
             signal.signal(signum, handler)
-
-
-def build_loader(cfg: Config, split: str, distributed: bool, seed: int):
-    """The ``{split}_dataloader`` of the config, built by ``mtkd.data.build_dataloader``."""
-    from mtkd.data import build_dataloader  # imported late: data pulls in albumentations/cv2
-    key = f"{split}_dataloader"
-    if key not in cfg:
-        raise KeyError(f"the config has no {key!r}; inherit a dataset config from configs/_base_/datasets/")
-    return build_dataloader(cfg[key], distributed=distributed, seed=seed)
 
 
 def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict:
@@ -174,7 +167,9 @@ def _build_run(cfg: Config):
     model = MODELS.build(cfg.model, num_classes=num_classes).to(device)
     if device.type == "cuda" and cfg.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
-    metrics = build_metrics(cfg.get("metrics") or {}, model.inference_model.tasks, val_loader.dataset)
+    check_tasks_have_data(model, train_loader.dataset, val_loader.dataset)
+    metrics = build_metrics(cfg.get("metrics") or {}, [t for t in model.inference_model.tasks
+                                                       if t in _tasks_of(val_loader.dataset)], val_loader.dataset)
     optimizer = build_optimizer(cfg.optimizer, trainable_parameters(model))
     total_iters = int(cfg.train_cfg.max_epochs) * len(train_loader)
     scheduler = build_scheduler(cfg.get("param_scheduler"), optimizer, total_iters)
@@ -189,9 +184,33 @@ def _build_run(cfg: Config):
     run = Run(cfg=cfg, model=model, step_module=step_module, optimizer=optimizer, scheduler=scheduler,
               scaler=torch.amp.GradScaler("cuda", enabled=fp16), ema=_build_ema(cfg.get("ema"), model),
               device=device, info=info, num_classes=num_classes, work_dir=work_dir, state=LoopState(),
+              class_names={t: list(n) for t, n in getattr(train_loader.dataset, "class_names", {}).items()},
               tb=TensorBoard(work_dir / "tb" if info.is_main else None),
               metrics_log=MetricsLog(work_dir / "metrics.jsonl"))
     return run, train_loader, val_loader, metrics
+
+
+def _tasks_of(dataset) -> tuple[str, ...]:
+    return tuple(getattr(dataset, "tasks", ()))
+
+
+def check_tasks_have_data(model: nn.Module, train_set, val_set) -> None:
+    """Every task of the model needs ground truth in the training data, unless a teacher teaches it alone
+    (a Distiller's ``distilled_tasks``); a task the val data lacks is not evaluated (logged)."""
+    tasks, provided = model.inference_model.tasks, _tasks_of(train_set)
+    missing = [t for t in tasks if t not in provided]
+    untaught = [t for t in missing if t not in getattr(model, "distilled_tasks", ())]
+    if untaught:
+        raise ValueError(f"the model has heads for tasks {untaught} but the training data "
+                         f"({getattr(train_set, 'ann_file', type(train_set).__name__)}) provides only "
+                         f"{list(provided)}: give those tasks ground truth, distill them from a teacher, or "
+                         f"drop their heads (heads.<task>=None in the model config, e.g. --cfg-options "
+                         f"model.heads.{untaught[0]}=None, or model.student.heads.{untaught[0]}=None for a Distiller)")
+    if missing:
+        get_logger().info(f"tasks {missing} have no labels in the training data: learnt from the teacher alone")
+    unevaluated = [t for t in tasks if t not in _tasks_of(val_set)]
+    if unevaluated:
+        get_logger().warning(f"the val data has no labels for tasks {unevaluated}: they are not evaluated")
 
 
 def _build_ema(ema_cfg, model: nn.Module):
@@ -303,14 +322,14 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
     dist.sync_buffers(model)
     pipeline = (run.cfg.get("val_dataloader") or {}).get("dataset", {}).get("pipeline")
     mean, std = find_normalize(pipeline)
+    drawers = build_drawers(run.cfg.get("drawers"), list(metrics), getattr(loader.dataset, "class_names", None))
     drawn: list = []
-    limit = int(run.cfg.get("num_vis_images", 4)) if run.info.is_main else 0
+    limit = int(run.cfg.get("num_vis_images", 4)) if run.info.is_main and drawers else 0
 
     def draw(batch, preds):
         for i in range(min(len(batch["img"]), limit - len(drawn))):
             single = {task: pred[i] for task, pred in preds.items()}
-            drawn.append(draw_prediction(denormalize(batch["img"][i], mean, std), single,
-                                         getattr(loader.dataset, "class_names", None)))
+            drawn.append(draw_prediction(denormalize(batch["img"][i], mean, std), single, drawers))
 
     results = evaluate(model, loader, metrics, run.device, run.cfg.get("amp"), progress and run.info.is_main, draw)
     get_logger().info(f"eval epoch {state.epoch}: {format_metrics(results)}")
@@ -354,6 +373,7 @@ def _checkpoint_state(run: Run) -> dict:
         "state_dict": inference.state_dict(),
         "model_config": inference_config(run.cfg.model),
         "num_classes": run.num_classes,
+        "class_names": run.class_names,
         "config": run.cfg.to_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),

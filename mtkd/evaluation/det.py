@@ -7,7 +7,7 @@ import io
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-from mtkd.engine.dist import all_gather_objects
+from mtkd.dist import all_gather_objects
 from mtkd.registry import METRICS
 
 META_KEYS = ("image_id", "ori_size", "scale_factor", "offset")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from mtkd.engine.dist import all_reduce
+from mtkd.dist import all_reduce
 from mtkd.registry import METRICS
 from mtkd.structures import IGNORE_INDEX
 

@@ -43,12 +43,15 @@ class MultiTaskModel(nn.Module):
     """``forward(img [B, 3, H, W]) -> {task: raw}`` for any set of task heads over a shared backbone + neck.
 
     Heads are built with the neck's ``in_channels``/``in_strides`` and ``num_classes`` from the data
-    (``num_classes={task: int}``). The model never branches on a task's name: a new task is a new head.
+    (``num_classes={task: int}``); a head whose config is None is left out (so a child config can drop an
+    inherited head: ``heads=dict(depth=None)``). The model never branches on a task's name: a new task is
+    a new head.
     """
 
     def __init__(self, backbone: Mapping, neck: Mapping | None = None, heads: Mapping[str, Mapping] | None = None,
                  num_classes: Mapping[str, int] | None = None):
         super().__init__()
+        heads = {task: cfg for task, cfg in (heads or {}).items() if cfg is not None}  # heads.<task>=None drops it
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head, e.g. heads=dict(cls=dict(type='ClsHead'))")
         if FEATS_KEY in heads:
@@ -64,6 +67,30 @@ class MultiTaskModel(nn.Module):
         self.tasks: tuple[str, ...] = tuple(self.heads)
         self.num_classes = {task: int(head.num_classes) for task, head in self.heads.items()
                             if getattr(head, "num_classes", None) is not None}
+        for task, head in self.heads.items():
+            check_head(task, head)
+        self._check_raw_outputs()
+
+    def _check_raw_outputs(self) -> None:
+        """Run the model once on the meta device (shapes only, nothing computed): every head must return
+        one tensor. A model with an op that has no meta kernel is checked at its first real forward."""
+        size = max(32, 4 * max(self.neck.strides))
+        state = {name: torch.empty_like(value, device="meta")
+                 for name, value in [*self.named_parameters(), *self.named_buffers()]}
+        try:
+            with torch.no_grad():
+                outputs = torch.func.functional_call(self, state, (torch.empty(2, 3, size, size, device="meta"),))
+        except (NotImplementedError, RuntimeError):
+            self._outputs_checked = False
+            return
+        self._check_outputs(outputs)
+
+    def _check_outputs(self, outputs: Mapping[str, Any]) -> None:
+        for task, head in self.heads.items():
+            if not isinstance(outputs[task], torch.Tensor):
+                raise TypeError(f"head {task!r} ({type(head).__name__}): forward must return one tensor, its raw "
+                                f"output (what soft losses compare), got {type(outputs[task]).__name__}")
+        self._outputs_checked = True
 
     @property
     def inference_model(self) -> "MultiTaskModel":
@@ -74,6 +101,8 @@ class MultiTaskModel(nn.Module):
         """``img [B, 3, H, W]`` -> ``{task: raw}`` (see mtkd.structures), plus ``feats`` (neck maps) if asked."""
         feats = self.neck(self.backbone(img))
         outputs: dict[str, Any] = {task: head(feats) for task, head in self.heads.items()}
+        if not getattr(self, "_outputs_checked", True):
+            self._check_outputs(outputs)
         if with_feats:
             outputs[FEATS_KEY] = feats
         return outputs
@@ -117,6 +146,20 @@ class MultiTaskModel(nn.Module):
     def predict(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
         """``{task: head.predict(...)}``: decoded results in input-image pixels."""
         return {task: head.predict(outputs[task], batch) for task, head in self.heads.items()}
+
+
+HEAD_MEMBERS = ("forward", "loss", "predict", "output_signature", "batch_keys")
+
+
+def check_head(task: str, head: nn.Module) -> None:
+    """The head contract of ``mtkd.structures``: a TypeError naming the head and what it lacks."""
+    missing = [name for name in HEAD_MEMBERS if not hasattr(head, name)]
+    keys = getattr(head, "batch_keys", None)
+    if not missing and not (isinstance(keys, (tuple, list)) and keys and all(isinstance(k, str) for k in keys)):
+        missing.append(f"batch_keys as a non-empty tuple of str (got {keys!r})")
+    if missing:
+        raise TypeError(f"head {task!r} ({type(head).__name__}) does not follow the head contract "
+                        f"(mtkd.structures): it lacks {missing}")
 
 
 def check_distillable(teacher: MultiTaskModel, student: MultiTaskModel) -> None:

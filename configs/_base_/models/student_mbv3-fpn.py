@@ -7,5 +7,6 @@ model = dict(
         seg=dict(type="SegHead", channels=64, out_stride=4),
         det=dict(type="DetHead", strides=(8, 16, 32), channels=64, num_convs=2),
         cls=dict(type="ClsHead", dropout=0.2),
+        depth=dict(type="DepthHead", channels=64, out_stride=4),  # log-depth at stride 4 (Semantic-FPN fusion)
     ),
 )

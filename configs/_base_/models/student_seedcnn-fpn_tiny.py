@@ -8,5 +8,6 @@ model = dict(
         seg=dict(type="SegHead", channels=32, out_stride=4),
         det=dict(type="DetHead", strides=(8, 16, 32), channels=32, num_convs=1),
         cls=dict(type="ClsHead", dropout=0.1),
+        depth=dict(type="DepthHead", channels=32, out_stride=4),  # log-depth at stride 4 (Semantic-FPN fusion)
     ),
 )

@@ -1,5 +1,5 @@
 # Tiny CPU teacher for the embedded demo: the original recipe's SeedConvNet at full width (32-256 ch, the
-# student's 16-128 doubled) + FPN (64 ch) + the three heads (two det tower convs). About 4x the student's
+# student's 16-128 doubled) + FPN (64 ch) + the four heads (two det tower convs). About 4x the student's
 # parameters and FLOPs. Wide-and-shallow on purpose: at 64 px and a few CPU epochs it learns faster than a
 # ResNet-18 (whose stride-4 stem discards most of a 64 px image at once; see configs/_base_/models/
 # teacher_r18-fpn_tiny.py and the README's results section).
@@ -11,5 +11,6 @@ model = dict(
         seg=dict(type="SegHead", channels=64, out_stride=4),
         det=dict(type="DetHead", strides=(8, 16, 32), channels=64, num_convs=2),
         cls=dict(type="ClsHead", dropout=0.1),
+        depth=dict(type="DepthHead", channels=64, out_stride=4),  # log-depth at stride 4 (Semantic-FPN fusion)
     ),
 )

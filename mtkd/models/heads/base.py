@@ -1,4 +1,5 @@
-"""What the task heads share: reading the input size from a batch, checking class targets, loss weights.
+"""What the task heads share: reading the input size from a batch, checking class targets, loss weights,
+the Semantic-FPN fusion of the dense heads (seg, depth).
 
 A head is an ``nn.Module`` with ``forward(feats) -> raw``, ``loss(raw, batch) -> {name: Tensor}`` (terms
 already multiplied by their weight), ``predict(raw, batch) -> list`` (one item per image),
@@ -6,10 +7,12 @@ already multiplied by their weight), ``predict(raw, batch) -> list`` (one item p
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtkd.structures import IMG_KEY
@@ -47,3 +50,38 @@ def conv_norm_act(c_in: int, c_out: int, kernel: int = 3, act: type[nn.Module] =
     """Conv(kernel, same padding, no bias) -> BatchNorm -> activation."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
                          nn.BatchNorm2d(c_out), act(inplace=True))
+
+
+def fpn_branches(in_channels: Sequence[int], in_strides: Sequence[int], channels: int, out_stride: int,
+                 owner: str) -> tuple[list[int], nn.ModuleList]:
+    """Semantic FPN (Kirillov et al. 2019) branches: the levels with stride >= ``out_stride`` and, per level,
+    conv3x3-BN-ReLU (+ 2x upsampling) stages down to ``out_stride``; fuse with :func:`fuse_branches`."""
+    levels = [i for i, s in enumerate(in_strides) if s >= out_stride]
+    if not levels:
+        raise ValueError(f"{owner}: no input level has stride >= out_stride={out_stride} "
+                         f"(neck strides {list(in_strides)})")
+    return levels, nn.ModuleList(
+        _fpn_branch(in_channels[i], channels, in_strides[i], out_stride, owner) for i in levels)
+
+
+def _fpn_branch(c_in: int, channels: int, stride: int, out_stride: int, owner: str) -> nn.Sequential:
+    num_up = int(round(math.log2(stride / out_stride)))
+    if 2 ** num_up * out_stride != stride:
+        raise ValueError(f"{owner}: stride {stride} is not out_stride={out_stride} times a power of 2")
+    stages: list[nn.Module] = []
+    for k in range(max(num_up, 1)):
+        stages.append(conv_norm_act(c_in if k == 0 else channels, channels))
+        if num_up:
+            stages.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+    return nn.Sequential(*stages)
+
+
+def fuse_branches(feats: Sequence[torch.Tensor], levels: Sequence[int], branches: nn.ModuleList) -> torch.Tensor:
+    """Sum of the branches' outputs ``[B, channels, H/out_stride, W/out_stride]`` (resized to the first's)."""
+    outs = [branch(feats[i]) for i, branch in zip(levels, branches)]
+    size = outs[0].shape[-2:]
+    fused = outs[0]
+    for out in outs[1:]:
+        fused = fused + (out if out.shape[-2:] == size else
+                         F.interpolate(out, size=size, mode="bilinear", align_corners=False))
+    return fused

@@ -1,7 +1,6 @@
 """Semantic segmentation head: Semantic-FPN fusion of the neck's maps into per-pixel class logits."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkd.models.heads.base import check_class_targets, conv_norm_act, input_hw, resolve_loss_weights
+from mtkd.models.heads.base import (check_class_targets, fpn_branches, fuse_branches, input_hw,
+                                    resolve_loss_weights)
 from mtkd.registry import MODELS
 from mtkd.structures import IGNORE_INDEX
 
@@ -29,38 +29,15 @@ class SegHead(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"SegHead: num_classes must be >= 1, got {num_classes}")
-        self.levels = [i for i, s in enumerate(in_strides) if s >= out_stride]
-        if not self.levels:
-            raise ValueError(f"SegHead: no input level has stride >= out_stride={out_stride} "
-                             f"(neck strides {list(in_strides)})")
+        self.levels, self.branches = fpn_branches(in_channels, in_strides, channels, out_stride, "SegHead")
         self.num_classes, self.out_stride, self.ignore_index = num_classes, out_stride, ignore_index
-        self.branches = nn.ModuleList(
-            self._branch(in_channels[i], channels, in_strides[i], out_stride) for i in self.levels)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.loss_weights = resolve_loss_weights(loss_weights, {"ce": 1.0}, "SegHead")
 
-    @staticmethod
-    def _branch(c_in: int, channels: int, stride: int, out_stride: int) -> nn.Sequential:
-        num_up = int(round(math.log2(stride / out_stride)))
-        if 2 ** num_up * out_stride != stride:
-            raise ValueError(f"SegHead: stride {stride} is not out_stride={out_stride} times a power of 2")
-        stages: list[nn.Module] = []
-        for k in range(max(num_up, 1)):
-            stages.append(conv_norm_act(c_in if k == 0 else channels, channels))
-            if num_up:
-                stages.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-        return nn.Sequential(*stages)
-
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """``feats`` (the neck's maps) -> logits ``[B, num_classes, H/out_stride, W/out_stride]``."""
-        outs = [branch(feats[i]) for i, branch in zip(self.levels, self.branches)]
-        size = outs[0].shape[-2:]
-        fused = outs[0]
-        for out in outs[1:]:
-            fused = fused + (out if out.shape[-2:] == size else
-                             F.interpolate(out, size=size, mode="bilinear", align_corners=False))
-        return self.classifier(self.dropout(fused))
+        return self.classifier(self.dropout(fuse_branches(feats, self.levels, self.branches)))
 
     def loss(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Cross-entropy over pixels (``ignore_index`` excluded), logits upsampled to the label size."""
