@@ -1,4 +1,4 @@
-# CPU demo: the tiny teacher (full-width SeedConvNet + FPN, three heads) on the embedded synthetic set, 64 px.
+# CPU demo: the tiny teacher (full-width SeedConvNet + FPN, four heads) on the embedded synthetic set, 64 px.
 _base_ = [
     "../_base_/models/teacher_seedcnn-fpn_tiny.py",
     "../_base_/datasets/synthetic_64px.py",
