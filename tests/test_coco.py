@@ -209,3 +209,44 @@ def test_eval_pipeline_meta_maps_original_boxes_onto_input_boxes_exactly(tmp_pat
     assert (sx, sy, ox, oy) == pytest.approx((1.5, 1.5, 8.0, 8.0))
     ys, xs = torch.nonzero(sample["seg"] == 1, as_tuple=True)
     assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(expected, abs=1)
+
+
+# -- files that pass the start-up check but do not decode (issue #20) -------------------------------------
+def truncate(path, keep=0.5):
+    """Cut a PNG after its header: PIL still reads its size, decoding fails."""
+    data = path.read_bytes()
+    path.write_bytes(data[: max(64, int(len(data) * keep))])
+
+
+def test_a_truncated_image_is_an_error_naming_it_or_a_counted_skip(tmp_path, caplog):
+    root = write_set(tmp_path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "img" / "a.png")
+    truncate(root / "img" / "a.png")
+    dataset = build(root)
+    assert dataset.image_ids == [1, 2]   # its header is intact: the start-up check passes
+    with pytest.raises(InvalidSampleError, match="cannot read image.*a.png"):
+        dataset[0]
+    skipping = build(root, skip_invalid=True)
+    with caplog.at_level(logging.WARNING, logger="mtkd"):
+        sample = skipping[0]
+    assert sample["meta"]["image_id"] == 2 and skipping.read_failures == 1
+    assert "skipping image id 1 at read time" in caplog.text and "1 skipped" in caplog.text
+
+
+def test_training_with_loader_workers_reports_a_truncated_image_in_one_line(tmp_path, tiny_synthetic, capsys):
+    import shutil
+
+    from tests.test_trainer import run_train, tiny_config
+    data = tmp_path / "data"
+    shutil.copytree(tiny_synthetic, data)
+    bad = sorted((data / "images" / "train").glob("*.png"))[3]
+    truncate(bad)
+    config = tiny_config(tmp_path, "demo/student_scratch.py", data, "bad")
+    assert run_train(config, tmp_path / "fails", "--cfg-options", "train_dataloader.num_workers=2") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: cannot read image: {bad}: image file is truncated" or (
+        err[0].startswith("error: cannot read image: ") and str(bad) in err[0]), err
+    assert "skip_invalid=True" in err[1]
+    assert run_train(config, tmp_path / "skips", "--cfg-options", "train_dataloader.num_workers=2",
+                     "train_dataloader.dataset.skip_invalid=true") == 0
+    assert "skipping image id" in (tmp_path / "skips" / "log.txt").read_text()

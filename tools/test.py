@@ -59,7 +59,14 @@ def main(argv=None) -> int:
     if args.data_root:
         set_data_root(cfg, args.data_root)
     device = select_device(args.device)
-    loader = build_loader(cfg, args.split, distributed=False, seed=int(cfg.get("seed", 0)))
+    try:
+        loader = build_loader(cfg, args.split, distributed=False, seed=int(cfg.get("seed", 0)))
+    except FileNotFoundError as err:
+        root = cfg[f"{args.split}_dataloader"]["dataset"].get("data_root")
+        hint = "" if args.data_root else (f"; the checkpoint's data root is {root} (another machine or folder?): "
+                                          f"pass --data-root to point at the data here")
+        print(f"error: {err}{hint}", file=sys.stderr)
+        return 2
     model = build_model_from_checkpoint(ckpt, args.checkpoint, device)
     dataset = loader.dataset
     check_classes(ckpt["num_classes"], dataset, args.checkpoint)

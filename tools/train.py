@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config, ConfigError, DictAction  # noqa: E402
 from mtkd import dist  # noqa: E402
+from mtkd.data.io import InvalidSampleError  # noqa: E402
+from mtkd.engine.run_checkpoint import NonFiniteStateError  # noqa: E402
 from mtkd.engine.trainer import NonFiniteLossError, TrainingInterrupted, train  # noqa: E402
 from mtkd.engine.utils import set_data_root  # noqa: E402
 
@@ -52,7 +54,7 @@ def load_config(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options or {})
     if args.data_root:
-        set_data_root(cfg, args.data_root)
+        set_data_root(cfg, str(Path(args.data_root).resolve()))
     if args.seed is not None:
         cfg.seed = args.seed
     if args.deterministic:
@@ -80,8 +82,15 @@ def main(argv=None) -> int:
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return err.exit_code
-    except NonFiniteLossError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (NonFiniteLossError, NonFiniteStateError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except InvalidSampleError as err:  # raised in a loader worker: its last line is the original message
+        reason = str(err).strip().splitlines()[-1].removeprefix(f"{InvalidSampleError.__module__}.InvalidSampleError: ")
+        print(f"error: {reason}\n(skip and count such images with skip_invalid=True on the dataset)", file=sys.stderr)
         return 1
     finally:
         dist.cleanup()

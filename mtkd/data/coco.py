@@ -72,7 +72,8 @@ class CocoMultiTaskDataset(torch.utils.data.Dataset):
     ``depth_scale``), plus ``targets`` (``{task: reader cfg}``; a reader cfg replaces the one found for
     that task, ``None`` removes it); ``tasks`` keeps only those named, and one the data cannot provide
     is an error. A bad image or annotation is an error naming the file, or with ``skip_invalid=True``
-    its image is skipped and counted.
+    its image is skipped and counted: at start-up (headers, sizes, labels) and, for files that fail to
+    decode (a truncated PNG), when read.
     """
 
     def __init__(self, data_root: str, ann_file: str, img_dir: str, pipeline: Sequence[Mapping] = (),
@@ -95,6 +96,7 @@ class CocoMultiTaskDataset(torch.utils.data.Dataset):
         fills = {t: r.fill for t, r in self.readers.items() if r.fill is not None}
         self.pipeline = Pipeline(pipeline, min_visibility=min_visibility, dense_fills=fills)
         self.seed, self.epoch = 0, 0
+        self.skip_invalid, self.read_failures = bool(skip_invalid), 0
         self.image_ids = self._valid_image_ids(skip_invalid)
 
     def set_epoch(self, epoch: int) -> None:
@@ -155,7 +157,23 @@ class CocoMultiTaskDataset(torch.utils.data.Dataset):
 
     # -- loading ------------------------------------------------------------------------------
     def __getitem__(self, index: int) -> dict:
-        image_id = self.image_ids[index]
+        """The sample at ``index``; an image or target file that fails to decode is an InvalidSampleError
+        naming it, or with ``skip_invalid`` a logged, counted skip to the next readable image."""
+        for attempt in range(len(self.image_ids)):
+            position = (index + attempt) % len(self.image_ids)
+            try:
+                return self._load(position, index)
+            except (InvalidSampleError, OSError) as err:
+                if not self.skip_invalid:
+                    raise InvalidSampleError(str(err)) from err
+                self.read_failures += 1
+                logger.warning(f"skipping image id {self.image_ids[position]} at read time ({err}); "
+                               f"{self.read_failures} skipped in this process (skip_invalid=True)")
+        raise InvalidSampleError(f"{self.ann_file}: no image could be read (skip_invalid=True)")
+
+    def _load(self, position: int, index: int) -> dict:
+        """Read, transform and package image ``position``; augmentation seeded by the requested ``index``."""
+        image_id = self.image_ids[position]
         info = self.coco.imgs[image_id]
         image = read_rgb(self.img_dir / info["file_name"])
         anns = self.coco.imgToAnns.get(image_id, [])

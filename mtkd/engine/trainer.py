@@ -10,7 +10,7 @@ import itertools
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,13 +19,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mtkd import dist
-from mtkd.checkpoint import load_checkpoint, save_checkpoint
+from mtkd.checkpoint import remove_stale_temp_files
 from mtkd.config import Config
 from mtkd.data.builder import build_loader
 from mtkd.engine.evaluate import autocast_context, build_metrics, evaluate, primary_score
 from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, get_logger, setup_logger
 from mtkd.engine.optim import build_optimizer, build_scheduler, trainable_parameters
-from mtkd.engine.utils import get_rng_state, select_device, seed_everything, set_rng_state
+from mtkd.engine.config_keys import check_config_keys
+from mtkd.engine.run_checkpoint import LoopState, NonFiniteStateError, restore_run, save_run
+from mtkd.engine.utils import resolve_data_roots, select_device, seed_everything
 from mtkd.registry import MODELS
 from mtkd.structures import to_device
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize
@@ -42,18 +44,6 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLossError(Exception):
     """A loss term became NaN/inf; ``last.pth`` holds the weights before that step."""
-
-
-@dataclass
-class LoopState:
-    """Where the run is; saved in every checkpoint so ``--resume`` continues exactly."""
-
-    epoch: int = 0            # epochs completed
-    iter: int = 0             # optimizer steps done
-    batch_in_epoch: int = 0   # batches of epoch ``epoch`` already trained (mid-epoch checkpoints)
-    best: float | None = None
-    best_epoch: int | None = None
-    bad_evals: int = 0        # evaluations since the last new best (early stopping)
 
 
 @dataclass
@@ -76,6 +66,7 @@ class Run:
     tb: TensorBoard
     metrics_log: MetricsLog
     epoch_losses: dict | None = None  # mean of each loss term over the epoch's steps, for metrics.jsonl
+    epoch_sums: dict = field(default_factory=dict)  # each loss term summed over the epoch's steps so far
 
 
 class TrainStep(nn.Module):
@@ -115,10 +106,15 @@ class SignalStop:
 
 
 def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict:
-    """Train ``cfg.model`` on ``cfg.train_dataloader``; returns a summary (best metric, last results)."""
+    """Train ``cfg.model`` on ``cfg.train_dataloader``; returns a summary (best metric, last results).
+
+    Unknown config keys are an error before anything runs; data roots are stored resolved (absolute).
+    """
+    check_config_keys(cfg)
+    resolve_data_roots(cfg)
     run, train_loader, val_loader, metrics = _build_run(cfg)
     if resume:
-        run.state = _restore(resume, run)
+        run.state = restore_run(resume, run)
         get_logger().info(f"resumed from {resume}: epoch {run.state.epoch}, iter {run.state.iter}, "
                        f"batch {run.state.batch_in_epoch} of the epoch")
     max_epochs = int(cfg.train_cfg.max_epochs)
@@ -135,9 +131,9 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict
                 if state.epoch % val_interval == 0 or state.epoch == max_epochs:
                     results = _evaluate_epoch(run, val_loader, metrics, progress)
                     stop_early = _update_best(run, metrics, results)
-                _save(run, "last.pth")
+                save_run(run, "last.pth")
                 if interval and state.epoch % interval == 0:
-                    _save(run, f"epoch_{state.epoch}.pth")
+                    save_run(run, f"epoch_{state.epoch}.pth")
                 if stop_early:
                     get_logger().info(f"early stopping: no new best for {state.bad_evals} evaluations")
                     break
@@ -161,6 +157,9 @@ def _build_run(cfg: Config):
         cfg.dump(work_dir / "config.py")
     logger = setup_logger(work_dir / "log.txt", info.is_main)
     logger.info(f"work dir {work_dir}, device {device}, world size {info.world_size}")
+    removed = remove_stale_temp_files(work_dir) if info.is_main else []
+    if removed:
+        logger.info(f"removed {len(removed)} temp file(s) of an interrupted save: {', '.join(p.name for p in removed)}")
     train_loader = build_loader(cfg, "train", info.distributed, seed)
     val_loader = build_loader(cfg, "val", info.distributed, seed)
     num_classes = dict(train_loader.dataset.num_classes)
@@ -237,9 +236,10 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
     batches = _epoch_batches(loader, state.epoch, state.batch_in_epoch, int(run.cfg.get("seed", 0)))
     bar = tqdm(batches, total=total, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{max_epochs}",
                disable=not (progress and run.info.is_main), dynamic_ncols=True, leave=False)
+    if state.batch_in_epoch == 0:  # else resumed mid-epoch: the sums so far came with the checkpoint
+        run.epoch_sums = {}
     sums: dict[str, torch.Tensor] = {}
-    epoch_sums: dict[str, torch.Tensor] = {}
-    count, epoch_count, tick = 0, 0, time.perf_counter()
+    count, tick = 0, time.perf_counter()
     run.model.train()
     for batch in bar:
         losses = _train_step(run, to_device(batch, run.device, non_blocking=True))
@@ -247,9 +247,8 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
         state.batch_in_epoch += 1
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float()
-            epoch_sums[key] = epoch_sums.get(key, 0.0) + value.detach().float()
+            run.epoch_sums[key] = run.epoch_sums.get(key, 0.0) + value.detach().float()
         count += 1
-        epoch_count += 1
         if state.iter % log_interval == 0 or state.batch_in_epoch == total:
             speed = count / max(time.perf_counter() - tick, 1e-9)
             means = dist.reduce_mean({k: float(v) / count for k, v in sums.items()}, run.device)
@@ -257,40 +256,69 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
             bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}")
             sums, count, tick = {}, 0, time.perf_counter()
         if _agree_to_stop(stopper, run.device):
-            path = _save(run, "last.pth")
+            path = save_run(run, "last.pth")
             raise TrainingInterrupted(stopper.signum or signal.SIGTERM, path)
     bar.close()
-    if epoch_count:
-        run.epoch_losses = dist.reduce_mean({k: float(v) / epoch_count for k, v in epoch_sums.items()}, run.device)
+    if state.batch_in_epoch:
+        run.epoch_losses = dist.reduce_mean({k: float(v) / state.batch_in_epoch for k, v in run.epoch_sums.items()},
+                                            run.device)
 
 
 def _train_step(run: Run, batch: dict) -> dict[str, torch.Tensor]:
-    """One optimizer step; a non-finite loss saves ``last.pth`` (still the pre-step weights) and raises."""
+    """One optimizer step; a non-finite loss stops the run before the step, writing nothing (the last
+    checkpoints keep the last finite state)."""
     if run.device.type == "cuda" and run.cfg.get("channels_last", True):
         batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
     with autocast_context(run.device, run.cfg.get("amp")):
         losses = run.step_module(batch)
     loss = losses["loss"]
     finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if dist.all_reduce_sum(finite).item() < dist.get_world_size():
+    if dist.all_reduce_sum(finite).item() < dist.get_world_size():  # a sync point every step, needed to stop
         bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()] or ["loss (on another rank)"]
         value = float(losses[bad[0]].detach()) if bad[0] in losses else float("nan")
-        path = _save(run, "last.pth")
-        raise NonFiniteLossError(f"loss term {bad[0]} is {value} at iteration {run.state.iter + 1}; stopped. "
-                                 f"{path} holds the weights before this step. Lower the lr, check the data, "
-                                 f"or enable grad_clip.")
+        raise NonFiniteLossError(f"loss term {bad[0]} is {value} at iteration {run.state.iter + 1} (epoch "
+                                 f"{run.state.epoch + 1}); stopped without saving. {_kept_checkpoints(run)} "
+                                 f"What to try: {'; '.join(nonfinite_hints(run))}.")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     clip = run.cfg.get("grad_clip")
     if clip and clip.get("max_norm"):
         run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable_parameters(run.model), float(clip["max_norm"]))
+        torch.nn.utils.clip_grad_norm_(trainable_parameters(run.model), float(clip["max_norm"]),
+                                       norm_type=float(clip.get("norm_type", 2.0)))
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
     if run.ema is not None:
         run.ema.update(run.model.inference_model, step=run.state.iter)
     return losses
+
+
+def _kept_checkpoints(run: Run) -> str:
+    """Which checkpoints still hold the last finite state, said for a person."""
+    kept = [name for name in ("last.pth", "best.pth") if (run.work_dir / name).is_file()]
+    if not kept:
+        return "No checkpoint was written before (the first epoch did not finish)."
+    return f"{' and '.join(str(run.work_dir / n) for n in kept)} keep the state of their last save."
+
+
+def nonfinite_hints(run: Run) -> list[str]:
+    """Advice for a NaN/inf loss that fits this run's config (no "enable clipping" when it is on)."""
+    cfg, lr = run.cfg, run.optimizer.param_groups[0]["lr"]
+    base_lr = (cfg.get("optimizer") or {}).get("lr")
+    hints = [f"lower the learning rate (optimizer.lr={base_lr}; the schedule has it at {lr:.3g} at this step)"]
+    if base_lr and lr > 1.5 * float(base_lr):
+        hints.append(f"the schedule raised the lr {lr / float(base_lr):.3g}x above optimizer.lr: check param_scheduler")
+    clip = cfg.get("grad_clip")
+    if clip and clip.get("max_norm"):
+        hints.append(f"lower grad_clip.max_norm (now {clip['max_norm']})")
+    else:
+        hints.append("enable gradient clipping: grad_clip=dict(max_norm=10.0)")
+    amp = cfg.get("amp") or {}
+    if run.device.type == "cuda" and amp.get("enabled") and amp.get("dtype") == "float16":
+        hints.append("use amp.dtype='bfloat16' (float16 overflows more easily)")
+    hints.append("look at the data (python tools/browse_dataset.py CONFIG)")
+    return hints
 
 
 def _agree_to_stop(stopper: SignalStop, device: torch.device) -> bool:
@@ -349,68 +377,9 @@ def _update_best(run: Run, metrics, results: dict) -> bool:
     score = primary_score(results, metrics, ckpt_cfg.get("best_metric", "auto"))
     if math.isfinite(score) and (state.best is None or score > state.best):
         state.best, state.best_epoch, state.bad_evals = score, state.epoch, 0
-        _save(run, "best.pth")
+        save_run(run, "best.pth")
         get_logger().info(f"new best {score:.3f} at epoch {state.epoch}")
         return False
     state.bad_evals += 1
     patience = ckpt_cfg.get("patience")
     return patience is not None and state.bad_evals >= int(patience)
-
-
-def _save(run: Run, name: str) -> Path:
-    """Rank 0 writes ``work_dir/name`` atomically; other ranks wait for it."""
-    path = run.work_dir / name
-    if run.info.is_main:
-        save_checkpoint(_checkpoint_state(run), path)
-    dist.barrier()
-    return path
-
-
-def _checkpoint_state(run: Run) -> dict:
-    model, ema = run.model, run.ema
-    inference = ema.module if ema is not None else model.inference_model
-    ckpt = {
-        "state_dict": inference.state_dict(),
-        "model_config": inference_config(run.cfg.model),
-        "num_classes": run.num_classes,
-        "class_names": run.class_names,
-        "config": run.cfg.to_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "loop": asdict(run.state),
-        "rng": get_rng_state(),
-    }
-    if ema is not None or model is not model.inference_model:
-        ckpt["train_state_dict"] = model.state_dict()
-    if ema is not None:
-        ckpt["ema_state_dict"] = ema.state_dict()
-    return ckpt
-
-
-def inference_config(model_cfg) -> dict:
-    """The config of the model that is evaluated and saved (a Distiller's student, else the model).
-
-    A model class that trains something other than what it deploys says so with a static
-    ``inference_config(cfg) -> dict``; the default is the model config itself.
-    """
-    plain = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
-    model_type = MODELS.get(plain["type"]) if isinstance(plain["type"], str) else plain["type"]
-    select = getattr(model_type, "inference_config", None)
-    return select(plain) if select is not None else plain
-
-
-def _restore(path, run: Run) -> LoopState:
-    """Load everything ``--resume`` needs; a weights-only checkpoint is an error that says so."""
-    ckpt = load_checkpoint(path, map_location=run.device)
-    missing = [k for k in ("optimizer", "scheduler", "loop", "rng") if k not in ckpt]
-    if missing:
-        raise KeyError(f"{path} cannot be resumed from: it lacks {missing} (a weights-only checkpoint?)")
-    run.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
-    if run.ema is not None and "ema_state_dict" in ckpt:
-        run.ema.load_state_dict(ckpt["ema_state_dict"])
-    set_rng_state(ckpt["rng"])
-    return LoopState(**ckpt["loop"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,6 +59,17 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_data_roots(cfg) -> None:
+    """Every dataset ``data_root`` of a config (and a top-level ``data_root``) made absolute, so that a
+    checkpoint's stored config finds the data from any working directory."""
+    for key in list(cfg.keys()):
+        loader = cfg[key]
+        if key.endswith("_dataloader") and isinstance(loader, dict) and loader.get("dataset", {}).get("data_root"):
+            loader["dataset"]["data_root"] = str(Path(loader["dataset"]["data_root"]).resolve())
+    if cfg.get("data_root"):
+        cfg["data_root"] = str(Path(cfg["data_root"]).resolve())
 
 
 def set_data_root(cfg, root: str) -> None:
