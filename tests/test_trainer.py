@@ -261,3 +261,19 @@ def test_early_stopping_after_patience_evaluations_without_a_new_best(tmp_path, 
     lines = (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # best at epoch 1, then 2 evaluations without improvement
     assert load_checkpoint(tmp_path / "work" / "best.pth")["loop"]["best_epoch"] == 1
+
+
+def test_a_task_the_training_data_cannot_provide_is_an_error_unless_a_teacher_teaches_it(
+        teacher_run, tiny_synthetic, tmp_path, capsys):
+    no_depth = ["train_dataloader.dataset.targets.depth=None", "val_dataloader.dataset.targets.depth=None"]
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch")
+    assert run_train(config, tmp_path / "scratch", "--cfg-options", *no_depth) == 2
+    err = capsys.readouterr().err
+    assert "heads for tasks ['depth']" in err and "provides only ['seg', 'det', 'cls']" in err
+    assert "model.heads.depth=None" in err
+    kd = tiny_config(tmp_path, "demo/student_kd.py", tiny_synthetic, "kd")
+    assert run_train(kd, tmp_path / "kd", "--cfg-options", *no_depth,
+                     f"model.teacher_checkpoint={teacher_run / 'best.pth'}") == 0
+    log = (tmp_path / "kd" / "log.txt").read_text()
+    assert "tasks ['depth'] have no labels in the training data: learnt from the teacher alone" in log
+    assert "the val data has no labels for tasks ['depth']: they are not evaluated" in log

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mtkd import dist
 from mtkd.checkpoint import remove_stale_temp_files
-from mtkd.config import Config
+from mtkd.config import Config, ConfigError
 from mtkd.data.builder import build_loader
 from mtkd.engine.evaluate import autocast_context, build_metrics, evaluate, primary_score
 from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_metrics, get_logger, setup_logger
@@ -200,7 +200,7 @@ def check_tasks_have_data(model: nn.Module, train_set, val_set) -> None:
     missing = [t for t in tasks if t not in provided]
     untaught = [t for t in missing if t not in getattr(model, "distilled_tasks", ())]
     if untaught:
-        raise ValueError(f"the model has heads for tasks {untaught} but the training data "
+        raise ConfigError(f"the model has heads for tasks {untaught} but the training data "
                          f"({getattr(train_set, 'ann_file', type(train_set).__name__)}) provides only "
                          f"{list(provided)}: give those tasks ground truth, distill them from a teacher, or "
                          f"drop their heads (heads.<task>=None in the model config, e.g. --cfg-options "
