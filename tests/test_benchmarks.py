@@ -1,6 +1,8 @@
 """The benchmark scripts at tiny size: their arithmetic against hand computations, and each one end to end."""
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -288,9 +290,28 @@ def test_cost_measures_params_against_a_direct_count_and_positive_speeds(monkeyp
     model = MODELS.build(cfg.model, num_classes=counts)
     assert row["params"] == sum(p.numel() for p in model.parameters())
     assert row["latency_ms"] > 0 and row["throughput"] > 0 and len(row["latency_ms_all"]) == 2
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        assert row["ort_latency_ms"] > 0 and row["ort_throughput"] > 0 and len(row["ort_latency_ms_all"]) == 2
+        assert row["ort_note"] is None and row["ort_threads"] == torch.get_num_threads()
     ratio = cost.ratios({"params": 10, "gflops": 4.0, "latency_ms": 8.0, "throughput": 5.0},
                         {"params": 2, "gflops": 1.0, "latency_ms": 2.0, "throughput": 20.0})
-    assert ratio == {"params": 5.0, "gflops": 4.0, "latency": 4.0, "throughput": 4.0}
+    assert ratio == {"params": 5.0, "gflops": 4.0, "latency": 4.0, "throughput": 4.0,
+                     "ort_latency": None, "ort_throughput": None}
+    ratio = cost.ratios({"params": 10, "gflops": 4.0, "latency_ms": 8.0, "throughput": 5.0, "ort_latency_ms": 6.0,
+                         "ort_throughput": 10.0},
+                        {"params": 2, "gflops": 1.0, "latency_ms": 2.0, "throughput": 20.0, "ort_latency_ms": 1.0,
+                         "ort_throughput": 30.0})
+    assert ratio["ort_latency"] == 6.0 and ratio["ort_throughput"] == 3.0
+
+
+def test_cost_says_so_when_onnxruntime_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
+    model = MODELS.build(Config.fromfile(REPO / "configs/demo/student_scratch.py").model, num_classes=CLASSES)
+    row = {"input_size": [64, 64], "params": 1, "gflops": 1.0, "latency_ms": 1.0, "throughput": 1.0, "notes": [],
+           **cost.measure_ort(model, (64, 64), batch_size=2, repeats=1, warmup=0)}
+    assert row["ort_latency_ms"] is None and "pip install -e '.[onnx]'" in row["ort_note"]
+    table = cost.format_table({"demo": {"teacher": row, "student": row, "ratio": cost.ratios(row, row)}}, "cpu")
+    assert table.count("n/a (onnxruntime not installed)") == 4 and "ORT latency b=1" in table
 
 
 def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic):

@@ -23,6 +23,7 @@ RULES = [
     ("config", ("mtkd",)),  # the config package imports only itself (see ALLOWED_WITHIN)
     ("dist.py", ("mtkd.models", "mtkd.distill", "mtkd.engine", "mtkd.data", "mtkd.evaluation")),
     ("checkpoint.py", ("mtkd.models", "mtkd.distill", "mtkd.engine", "mtkd.data", "mtkd.evaluation")),
+    ("deploy", ("mtkd.distill", "mtkd.engine")),  # an exported model runs without the training code
     ("", ("tools", "benchmarks")),  # the whole package
 ]
 

@@ -5,6 +5,7 @@
 Prints ``name<TAB>...`` per image with what each task's drawer says of its prediction (an image class:
 ``class<TAB>prob``, the original recipe's format; detections: the box count; depth: its range), and
 writes ``V/<name>.png`` with every task's prediction drawn on the network input (the config's ``drawers``).
+An ``.onnx`` file written by tools/export.py works the same way (onnxruntime on CPU, config from its metadata).
 """
 from __future__ import annotations
 
@@ -18,18 +19,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import mtkd  # noqa: E402,F401  registers every component
-from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
+from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint  # noqa: E402
 from mtkd.config import ConfigError, import_custom_modules  # noqa: E402
 from mtkd.data.imagefolder import IMAGE_SUFFIXES  # noqa: E402
 from mtkd.data.io import InvalidSampleError, read_rgb  # noqa: E402
 from mtkd.data.transforms import Pipeline  # noqa: E402
+from mtkd.deploy import DeployError, load_source  # noqa: E402
 from mtkd.engine.utils import select_device  # noqa: E402
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, save_png  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a .pth written by tools/train.py")
+    parser.add_argument("checkpoint", help="a .pth written by tools/train.py, or an .onnx by tools/export.py")
     parser.add_argument("images", help="a folder of images (jpg, png, ...), searched recursively")
     parser.add_argument("--out-dir", default="predictions", help="where the drawn predictions are written")
     parser.add_argument("--split", default="test", choices=("val", "test"),
@@ -37,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--score-thr", type=float,
                         help="smallest score drawn by drawers that filter by score (default: the config's drawers)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run")
-    return parser.parse_args(argv)
+    return add_debug_argument(parser).parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -48,13 +51,13 @@ def main(argv=None) -> int:
         print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}", file=sys.stderr)
         return 2
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
         import_custom_modules(ckpt["config"], f"the config stored in {args.checkpoint}")
-    except (CheckpointError, ConfigError) as err:
+    except (CheckpointError, ConfigError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = select_device(args.device)
-    model = build_model_from_checkpoint(ckpt, args.checkpoint, device)
+    model = build_model_from_checkpoint(ckpt, args.checkpoint, device) if onnx_model is None else onnx_model
     dataset_cfg = ckpt["config"][f"{args.split}_dataloader"]["dataset"]
     pipeline = Pipeline(dataset_cfg.get("pipeline", []))
     mean, std = pipeline.normalization()
@@ -106,4 +109,4 @@ def class_names(ckpt: dict, dataset_cfg: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -2,6 +2,9 @@
 
     python tools/test.py work_dirs/teacher/best.pth [--split val|test] [--data-root R]
                          [--cfg-options k=v ...] [--out metrics.json] [--show-dir V]
+
+An ``.onnx`` file written by tools/export.py is evaluated the same way, run by onnxruntime (CPU) with the
+config from its metadata and the same decoding, NMS and metrics.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import mtkd  # noqa: E402,F401  registers every component
-from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
+from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint  # noqa: E402
 from mtkd.config import Config, ConfigError, DictAction, import_custom_modules  # noqa: E402
 from mtkd.data.builder import build_loader  # noqa: E402
+from mtkd.deploy import DeployError, load_source  # noqa: E402
 from mtkd.engine.evaluate import build_metrics, evaluate  # noqa: E402
 from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize, save_png  # noqa: E402
@@ -27,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an mtkd checkpoint: rebuilds the model and data from the config stored in "
                     "the checkpoint, loads it with torch.load(weights_only=True), prints the metrics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("checkpoint", help="a .pth written by tools/train.py (best.pth, last.pth, ...)")
+    parser.add_argument("checkpoint", help="a .pth written by tools/train.py (best.pth, last.pth, ...), or an "
+                                           ".onnx written by tools/export.py (run by onnxruntime)")
     parser.add_argument("--split", default="val", choices=("val", "test"),
                         help="which dataloader of the stored config to evaluate")
     parser.add_argument("--data-root", help="point the split's dataset at this root instead of the stored one")
@@ -39,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run ('auto' = cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+    return add_debug_argument(parser)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,11 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
         cfg = Config(ckpt["config"])
         cfg.merge_from_dict(args.cfg_options or {})
         import_custom_modules(cfg, f"the config stored in {args.checkpoint}")
-    except (CheckpointError, ConfigError) as err:
+    except (CheckpointError, ConfigError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.data_root:
@@ -67,7 +73,7 @@ def main(argv=None) -> int:
                                           f"pass --data-root to point at the data here")
         print(f"error: {err}{hint}", file=sys.stderr)
         return 2
-    model = build_model_from_checkpoint(ckpt, args.checkpoint, device)
+    model = build_model_from_checkpoint(ckpt, args.checkpoint, device) if onnx_model is None else onnx_model
     dataset = loader.dataset
     check_classes(ckpt["num_classes"], dataset, args.checkpoint)
     tasks = [t for t in model.tasks if t in dataset.tasks]
@@ -121,4 +127,4 @@ def print_table(path: str, split: str, results: dict, model, metrics: dict) -> N
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))
