@@ -57,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_random_teacher(teacher_config: str, num_classes: dict, folder: Path) -> Path:
-    """A checkpoint of the teacher model with fresh random weights, in the format tools/train.py writes."""
+def write_random_teacher(teacher_config: str, num_classes: dict, head_args: dict, folder: Path) -> Path:
+    """A checkpoint of the teacher model with fresh random weights, in the format tools/train.py writes
+    (``head_args``: what the data decides about the heads, e.g. multi-label classes, kept in its model config)."""
     model_cfg = Config.fromfile(teacher_config).model.to_dict()
+    if head_args:
+        model_cfg["head_args"] = head_args
     torch.manual_seed(0)
     teacher = MODELS.build(model_cfg, num_classes=num_classes)
     return save_checkpoint({"state_dict": teacher.state_dict(), "model_config": model_cfg,
@@ -169,14 +172,14 @@ def main(argv=None) -> int:
                      f"config (e.g. configs/demo/student_kd.py)")
     set_data_root(cfg, args.data)
     loader = build_loader(cfg, "train", False, 0)
-    num_classes = dict(loader.dataset.num_classes)
+    num_classes, head_args = dict(loader.dataset.num_classes), dict(getattr(loader.dataset, "head_args", {}))
     batch_size = int(cfg.train_dataloader.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_ckpt = write_random_teacher(args.teacher_config, num_classes, Path(tmp))
+        teacher_ckpt = write_random_teacher(args.teacher_config, num_classes, head_args, Path(tmp))
         model_cfg = cfg.model.to_dict()
         model_cfg.update(teacher_checkpoint=str(teacher_ckpt), teacher=None)
-        distiller = MODELS.build(model_cfg, num_classes=num_classes).to(device)
-    student = MODELS.build(model_cfg["student"], num_classes=num_classes).to(device)
+        distiller = MODELS.build(model_cfg, num_classes=num_classes, head_args=head_args).to(device)
+    student = MODELS.build(model_cfg["student"], num_classes=num_classes, head_args=head_args).to(device)
     batches = []
     for batch in loader:
         batches.append(to_device(batch, device))

@@ -158,7 +158,8 @@ def column_drawers(ckpts: Mapping[str, Mapping], tasks: Sequence[str], dataset, 
         for task, cfg in (ckpt["config"].get("drawers") or {}).items():
             cfgs.setdefault(task, cfg)
     names = next((c["class_names"] for c in ckpts.values() if c.get("class_names")), None)
-    drawers = build_drawers(cfgs, tasks, names or getattr(dataset, "class_names", None))
+    drawers = build_drawers(cfgs, tasks, names or getattr(dataset, "class_names", None),
+                            getattr(dataset, "head_args", None))
     for drawer in drawers.values():
         if score_thr is not None and hasattr(drawer, "score_thr"):
             drawer.score_thr = score_thr

@@ -8,15 +8,16 @@ Batch (what the data loader yields; a task's keys are absent when the dataset ha
     + each task's ground truth under its head's ``batch_keys``; the built-in tasks:
     seg     long  [B, H, W], class per pixel, IGNORE_INDEX = ignore
     boxes   list of B float [Ni, 4], xyxy in input pixels; labels: list of B long [Ni]   (task det)
-    cls     long  [B]
+    cls     long  [B]; or float [B, C] multi-hot when the data is multi-label (``image_labels="instances"``)
     depth   float [B, H, W], metres, 0 = unknown
 
 Model output (``model(img)`` in train and eval mode alike; keys are the configured tasks):
     <task>  one tensor per task, its head's raw output (what soft losses compare); built in:
-    seg     logits [B, Cs, h, w] at any stride
+    seg     logits [B, Cs, h, w] at any stride (its predict gives per-image logits [Cs, h, w]: the argmax is
+            taken after resizing them to where they are compared or drawn, see ``class_map``)
     det     raw dense predictions [B, N, 5 + Cd] over all points of all levels, level by level:
             [..., :4] box regression, [..., 4] objectness logit, [..., 5:] class logits
-    cls     logits [B, Cc]
+    cls     logits [B, Cc] (a softmax over classes; independent sigmoids when multi-label)
     depth   log-depth [B, 1, h, w] at any stride
     feats   optional list of neck feature maps, for feature distillation
 
@@ -96,3 +97,18 @@ def map_to_original(maps: torch.Tensor, meta: Mapping[str, Any], mode: str = "bi
     source = maps if maps.is_floating_point() else maps.float()
     out = F.grid_sample(source[None], grid[None], mode=mode, padding_mode="border", align_corners=False)[0]
     return out if maps.is_floating_point() else out.round().to(maps.dtype)
+
+
+def class_map(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel classes at ``size`` (H, W): class scores ``[C, h, w]`` (or ``[B, C, h, w]``) resized bilinearly,
+    then the argmax over C -> long ``[H, W]`` (``[B, H, W]``). Resizing the scores before the argmax is what
+    mmseg does; an integer map (already classes) is resized by nearest neighbour instead."""
+    if not scores.is_floating_point():
+        batched = scores if scores.dim() == 3 else scores[None]
+        out = F.interpolate(batched[:, None].float(), size=tuple(size), mode="nearest")[:, 0].to(scores.dtype)
+        return out if scores.dim() == 3 else out[0]
+    batched = scores if scores.dim() == 4 else scores[None]
+    if tuple(batched.shape[-2:]) != tuple(size):
+        batched = F.interpolate(batched, size=tuple(size), mode="bilinear", align_corners=False)
+    classes = batched.argmax(dim=1)
+    return classes if scores.dim() == 4 else classes[0]

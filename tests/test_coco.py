@@ -65,6 +65,39 @@ def test_tasks_subset_and_json_without_image_labels(tmp_path):
         build(write_set(tmp_path / "c", image_categories=False), tasks=("cls",))
 
 
+def test_image_labels_from_instances_are_the_multi_hot_object_categories(tmp_path):
+    for root, image_categories in ((tmp_path / "a", True), (tmp_path / "b", False)):
+        dataset = build(write_set(root, image_categories=image_categories), image_labels="instances")
+        assert dataset.tasks == ("seg", "det", "cls") and dataset.num_classes["cls"] == 2
+        assert dataset.class_names["cls"] == ["square", "circle"]
+        assert dataset.head_args == {"cls": {"multi_label": True}}
+        first, empty = dataset[0]["cls"], dataset[1]["cls"]
+        assert first.dtype == torch.float32 and first.tolist() == [1.0, 0.0]   # the crowd circle does not count
+        assert empty.tolist() == [0.0, 0.0]
+    default = build(write_set(tmp_path / "c"))   # unchanged: images[i]["label"], single-label
+    assert default.head_args == {} and default[0]["cls"].shape == () and int(default[0]["cls"]) == 1
+    assert build(write_set(tmp_path / "d"), image_labels="json").head_args == {}
+    reader = dict(type="ImageLabelTarget", image_labels="instances")   # the same through targets
+    assert build(write_set(tmp_path / "e"), targets=dict(cls=reader)).head_args == {"cls": {"multi_label": True}}
+    assert build(write_set(tmp_path / "f"), tasks=("det",), image_labels="instances").tasks == ("det",)
+
+
+def test_image_labels_the_json_cannot_give_are_errors_naming_the_file(tmp_path):
+    root = write_set(tmp_path / "a", anns=[])
+    content = json.loads((root / "ann.json").read_text())
+    (root / "ann.json").write_text(json.dumps(dict(content, categories=[])))
+    with pytest.raises(ValueError, match=r"ann.json has no object categories .*image_labels='instances'"):
+        build(root, image_labels="instances")
+    with pytest.raises(ValueError, match=r"ann.json has no 'image_categories' list"):
+        build(write_set(tmp_path / "b", image_categories=False), image_labels="json")
+    with pytest.raises(ValueError, match=r"image_labels must be one of \('json', 'instances'\), got 'instance'"):
+        build(write_set(tmp_path / "c"), image_labels="instance")
+    reader = dict(type="ImageLabelTarget", image_labels="json")
+    with pytest.raises(ValueError, match=r"dataset sets image_labels='instances' but its targets give ImageLabelTarget "
+                                         r"image_labels='json'"):
+        build(write_set(tmp_path / "d"), targets=dict(cls=reader), image_labels="instances")
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
 def test_grayscale_rgba_palette_are_converted(tmp_path, mode):
     assert build(write_set(tmp_path, mode=mode))[0]["img"].shape == (3, 32, 32)

@@ -283,6 +283,59 @@ def test_bad_tasks_and_feature_kd_are_errors(teacher_ckpt):
         build(teacher_ckpt, feature_kd=[dict(student_level=7, teacher_level=0, loss=dict(type="FeatureKDLoss"))])
 
 
+# -- multi-label cls: the data decides, the soft loss follows ---------------------------------------------
+MULTI_LABEL = {"cls": {"multi_label": True}}
+
+
+@pytest.fixture(scope="module")
+def multi_label_teacher_ckpt(tmp_path_factory):
+    """A teacher trained on multi-hot cls labels: its model_config carries head_args, as the engine saves it."""
+    torch.manual_seed(0)
+    config = dict(TEACHER, head_args=MULTI_LABEL)
+    teacher = MODELS.build(config, num_classes=dict(NUM_CLASSES))
+    path = tmp_path_factory.mktemp("multi_label_teacher") / "teacher.pth"
+    save_checkpoint({"state_dict": teacher.state_dict(), "model_config": config,
+                     "num_classes": dict(NUM_CLASSES), "config": {}}, path)
+    return path
+
+
+def multi_hot_batch():
+    batch = make_batch()
+    batch["cls"] = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    return batch
+
+
+def test_multi_label_student_learns_from_a_multi_label_teacher_with_logit_kd(multi_label_teacher_ckpt):
+    distiller = build(multi_label_teacher_ckpt, head_args=MULTI_LABEL).train()
+    assert distiller.teacher.heads["cls"].multi_label and distiller.student.heads["cls"].multi_label
+    assert type(distiller.soft_losses["cls"]).__name__ == "MultiLabelKDLoss"   # configured as LogitKDLoss
+    assert distiller.soft_losses["cls"].temperature == TASKS["cls"]["loss"]["temperature"]
+    batch = multi_hot_batch()
+    losses = distiller(batch)
+    with torch.no_grad():
+        student, teacher = distiller.student(batch["img"])["cls"], distiller.teacher(batch["img"])["cls"]
+    expected = MODELS.build(dict(type="MultiLabelKDLoss", temperature=3.0))(student, teacher)
+    torch.testing.assert_close(losses["cls/soft"].detach(), expected)
+    assert "cls/bce" in losses and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert distiller.student.heads["cls"].fc.weight.grad.abs().sum() > 0
+    cfg = dict(type="Distiller", student=STUDENT, teacher_checkpoint="t.pth", tasks={}, head_args=MULTI_LABEL)
+    assert Distiller.inference_config(cfg) == dict(STUDENT, head_args=MULTI_LABEL)   # what the checkpoint keeps
+    explicit = build(multi_label_teacher_ckpt, head_args=MULTI_LABEL, teacher=TEACHER)   # a teacher config
+    assert explicit.teacher.heads["cls"].multi_label   # without head_args: the checkpoint's are taken
+
+
+def test_single_and_multi_label_heads_cannot_be_distilled_into_each_other(teacher_ckpt, multi_label_teacher_ckpt):
+    with pytest.raises(ValueError, match=r"cls: multi_label differs: teacher False, student True"):
+        build(teacher_ckpt, head_args=MULTI_LABEL)
+    with pytest.raises(ValueError, match=r"cls: multi_label differs: teacher True, student False"):
+        build(multi_label_teacher_ckpt)
+    dkd = dict(TASKS, cls=dict(alpha=0.5, loss=dict(type="DKDLoss")))
+    with pytest.raises(ValueError, match=r"tasks.cls.loss='DKDLoss' does not fit the student's cls head: DKDLoss "
+                                         r"compares softmax distributions"):
+        build(multi_label_teacher_ckpt, tasks=dkd, head_args=MULTI_LABEL)
+
+
 # -- the shipped KD configs build and run ----------------------------------------------------------------
 @pytest.mark.parametrize("kd_config, teacher_config, num_classes, tasks", [
     ("configs/multitask_kd.py", "configs/teacher.py", {"seg": 4, "det": 3, "cls": 5}, ("seg", "det", "cls", "depth")),

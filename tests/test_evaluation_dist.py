@@ -29,7 +29,7 @@ def make_data(seed=0):
 
 def evaluate(data, seg, cls, det):
     """Every metric's compute() plus the per-class tables, as one flat dict."""
-    seg_metric, cls_metric, det_metric = SegMetric(num_classes=5), ClsMetric(num_classes=6), CocoDetMetric(dataset=data)
+    seg_metric, cls_metric, det_metric = SegMetric(num_classes=5, resolution="input"), ClsMetric(num_classes=6), CocoDetMetric(dataset=data)
     for pred, target in seg:
         seg_metric.update(list(pred), {"seg": target})
     for probs, labels in cls:

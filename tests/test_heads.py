@@ -5,6 +5,7 @@ import torch
 from torchvision.ops import box_iou
 
 from mtkd.models import MultiTaskModel
+from mtkd.structures import class_map
 
 STEPS = {"seg": 30, "det": 60, "cls": 20}
 
@@ -25,7 +26,8 @@ def matches_labels(task, pred, batch):
     """Whether the decoded predictions reproduce the fitted labels."""
     if task == "seg":
         kept = batch["seg"] != 255
-        return (torch.stack(pred)[kept] == batch["seg"][kept]).float().mean() > 0.95
+        classes = class_map(torch.stack(pred), tuple(batch["seg"].shape[-2:]))
+        return (classes[kept] == batch["seg"][kept]).float().mean() > 0.95
     if task == "cls":
         return torch.equal(pred.argmax(1), batch["cls"])
     for image, gt_boxes, gt_labels in zip(pred, batch["boxes"], batch["labels"]):

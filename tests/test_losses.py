@@ -294,9 +294,56 @@ def test_feature_kd_pearson_is_one_minus_the_channel_correlation_whatever_the_sc
     torch.testing.assert_close(scaled, expected, **TOL)
 
 
+# -- multi-label: binary KD per class ----------------------------------------------------------------
+def ref_multi_label_kd(student, teacher, temperature):
+    """T^2 * mean over images and classes of the binary KL between sigmoid(t/T) and sigmoid(s/T)."""
+    terms = []
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        for s, t in zip(s_row, t_row):
+            p_s, p_t = 1 / (1 + math.exp(-s / temperature)), 1 / (1 + math.exp(-t / temperature))
+            terms.append(p_t * math.log(p_t / p_s) + (1 - p_t) * math.log((1 - p_t) / (1 - p_s)))
+    return temperature ** 2 * sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_multi_label_kd_matches_the_per_class_binary_kl(temperature):
+    torch.manual_seed(9)
+    student, teacher = rand(4, 6), rand(4, 6)
+    loss_fn = MODELS.build(dict(type="MultiLabelKDLoss", temperature=temperature, loss_weight=0.5))
+    expected = 0.5 * ref_multi_label_kd(student, teacher, temperature)
+    torch.testing.assert_close(loss_fn(student, teacher).item(), expected, **TOL)
+    bf16 = loss_fn(student.bfloat16(), teacher.bfloat16())   # AMP outputs: computed in float32
+    assert bf16.dtype == torch.float32 and bf16.item() == pytest.approx(expected, rel=2e-2)
+
+
+def test_multi_label_kd_at_t1_is_mld_of_yang_et_al_per_class():
+    """T = 1: the MLD term of Yang et al. 2023 (KLDivLoss on sigmoid and 1 - sigmoid), divided by C."""
+    student, teacher = rand(3, 5), rand(3, 5)
+    p_s, p_t = student.sigmoid(), teacher.sigmoid()
+    kl = nn.KLDivLoss(reduction="none")
+    mld = (kl(p_s.log(), p_t) + kl((1 - p_s).log(), 1 - p_t)).sum() / 3   # their "batchmean"
+    loss = MODELS.build(dict(type="MultiLabelKDLoss"))(student, teacher)
+    torch.testing.assert_close(loss, mld / 5, **TOL)
+    saturated = MODELS.build(dict(type="MultiLabelKDLoss"))(torch.full((1, 2), -200.0), torch.full((1, 2), 200.0))
+    assert torch.isfinite(saturated) and saturated.item() == pytest.approx(200.0, rel=1e-6)   # -log sigmoid(-200)
+
+
+def test_softmax_kd_losses_see_a_multi_label_head():
+    multi = {"head": "ClsHead", "num_classes": 6, "multi_label": True}
+    logit_kd = MODELS.build(dict(type="LogitKDLoss", temperature=3.0, loss_weight=0.5))
+    assert logit_kd.for_output({"head": "ClsHead", "multi_label": False}) is logit_kd
+    swapped = logit_kd.for_output(multi)
+    assert type(swapped).__name__ == "MultiLabelKDLoss" and (swapped.temperature, swapped.loss_weight) == (3.0, 0.5)
+    with pytest.raises(ValueError, match="DKDLoss compares softmax.*ClsHead.*multi-label.*MultiLabelKDLoss"):
+        MODELS.build(dict(type="DKDLoss")).for_output(multi)
+    multi_kd = MODELS.build(dict(type="MultiLabelKDLoss"))
+    assert multi_kd.for_output(multi) is multi_kd and multi_kd.for_output({}) is multi_kd
+
+
 # -- identical outputs: zero loss and zero gradient --------------------------------------------------
 IDENTICAL_CASES = [
     (dict(type="LogitKDLoss", temperature=3.0), (4, 6), None),
+    (dict(type="MultiLabelKDLoss", temperature=3.0), (4, 6), None),
     (dict(type="PixelwiseKLLoss", temperature=3.0), (2, 4, 5, 5), torch.randint(0, 4, (2, 5, 5))),
     (dict(type="DetOutputMSELoss", objectness_weighted=True), (2, 7, 9), None),
     (dict(type="DKDLoss", temperature=3.0), (4, 6), torch.tensor([0, 5, 2, 2])),

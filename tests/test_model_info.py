@@ -64,7 +64,8 @@ def test_flops_match_the_conv_formula(tmp_path, capsys):
     assert rows["model"][1] == pytest.approx(expected / 1e9, abs=5e-4)
 
 
-def test_distiller_with_teacher_config_prints_both_and_their_ratios(capsys):
+def test_distiller_with_teacher_config_prints_both_and_their_ratios(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # no data/synthetic here: the counts come from the synthetic set's defaults
     out, rows = run(capsys, ROOT / "configs/demo/student_kd.py", "--teacher-config", ROOT / "configs/demo/teacher.py",
                     "--input-size", 64, 64)
     for name, config in (("teacher", "configs/demo/teacher.py"), ("student", "configs/demo/student_scratch.py")):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mtkd.models import SegHead
+from mtkd.structures import class_map
 
 IN = dict(in_channels=[8, 8, 8], in_strides=[4, 8, 16])
 
@@ -67,15 +68,17 @@ def test_bad_targets_and_settings_are_errors_that_name_the_values():
         SegHead(**IN, num_classes=3, loss_weights=dict(dice=1.0))
 
 
-def test_predict_upsamples_to_the_input_and_takes_the_argmax():
+def test_predict_gives_logits_and_class_map_upsamples_them_before_the_argmax():
     head = SegHead(**IN, num_classes=3, channels=8)
     raw = torch.zeros(1, 3, 16, 16)
     raw[0, 2, :8] = 10.0   # class 2 in the top half of the stride-4 grid
     raw[0, 1, 8:] = 10.0   # class 1 in the bottom half
     (pred,) = head.predict(raw, {"img": torch.zeros(1, 3, 64, 64)})
+    assert pred.dtype == torch.float32 and torch.equal(pred, raw[0])
     expected = torch.ones(64, 64, dtype=torch.long)
     expected[:32] = 2      # bilinear (align_corners=False): output row 31 samples source row 7.375
-    assert pred.dtype == torch.long and torch.equal(pred, expected)
+    assert torch.equal(class_map(pred, (64, 64)), expected)
+    assert torch.equal(class_map(raw, (64, 64))[0], expected)   # batched alike
 
 
 def test_overfits_a_fixed_batch():
@@ -98,6 +101,6 @@ def test_overfits_a_fixed_batch():
     assert losses[0] == pytest.approx(math.log(3), rel=0.3)  # chance level at the start
     assert losses[-1] < 0.1 * losses[0], losses[::10]
     head.eval()
-    pred = torch.stack(head.predict(head(feats), {"img": torch.zeros(2, 3, 64, 64)}))
+    pred = class_map(torch.stack(head.predict(head(feats), {"img": torch.zeros(2, 3, 64, 64)})), (64, 64))
     labelled = target != 255
     assert (pred[labelled] == target[labelled]).float().mean() > 0.95

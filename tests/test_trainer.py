@@ -277,3 +277,49 @@ def test_a_task_the_training_data_cannot_provide_is_an_error_unless_a_teacher_te
     log = (tmp_path / "kd" / "log.txt").read_text()
     assert "tasks ['depth'] have no labels in the training data: learnt from the teacher alone" in log
     assert "the val data has no labels for tasks ['depth']: they are not evaluated" in log
+
+
+def multi_label_config(tmp_path: Path, base: str, data_root: Path, name: str, model: str) -> Path:
+    """``tiny_config`` of ``base`` narrowed to a cls task of multi-hot object categories (image_labels="instances")."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(f"""
+_base_ = [{str(tiny_config(tmp_path, base, data_root, name + '_base'))!r}]
+_data = dict(dataset=dict(image_labels="instances", tasks=["cls"]))
+train_dataloader = _data
+val_dataloader = _data
+test_dataloader = _data
+{model}
+""")
+    return path
+
+
+def test_multi_label_classes_from_instances_train_test_predict_and_distil(tmp_path, tiny_synthetic, capsys):
+    """Nothing but ``image_labels="instances"`` makes cls multi-label: sigmoid head, cls/mAP picks best.pth,
+    the checkpoint rebuilds the same head (test, predict, as a teacher), and LogitKDLoss distils per class."""
+    drop = "dict(seg=None, det=None, depth=None)"
+    teacher = multi_label_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "multi",
+                                 f"model = dict(heads={drop})")
+    assert run_train(teacher, tmp_path / "multi") == 0
+    ckpt = load_checkpoint(tmp_path / "multi" / "best.pth")
+    assert ckpt["model_config"]["head_args"] == {"cls": {"multi_label": True}} and ckpt["num_classes"] == {"cls": 8}
+    out = tmp_path / "multi.json"
+    assert test_tool.main([str(tmp_path / "multi" / "best.pth"), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["primary"] == {"cls": "cls/mAP"} and 0 < metrics["cls/mAP"] <= 100 and "cls/top1" not in metrics
+
+    from tools import predict as predict_tool
+    capsys.readouterr()
+    assert predict_tool.main([str(tmp_path / "multi" / "best.pth"), str(tiny_synthetic / "images" / "test"),
+                              "--out-dir", str(tmp_path / "drawn")]) == 0
+    from mtkd.data import SHAPES
+    for line in capsys.readouterr().out.strip().splitlines():   # name, then every class at >= 0.5 or "-"
+        name, classes = line.split("\t")
+        assert classes == "-" or all(c.split(":")[0] in SHAPES and float(c.split(":")[1]) >= 0.5
+                                     for c in classes.split(","))
+
+    kd = multi_label_config(tmp_path, "demo/student_kd.py", tiny_synthetic, "kd", f"""
+model = dict(student=dict(heads={drop}), tasks=dict(seg=None, det=None, depth=None),
+             teacher_checkpoint={str(tmp_path / 'multi' / 'best.pth')!r})""")
+    assert run_train(kd, tmp_path / "kd") == 0
+    assert "cls/soft" in (tmp_path / "kd" / "log.txt").read_text()
+    assert load_checkpoint(tmp_path / "kd" / "best.pth")["model_config"]["head_args"] == {"cls": {"multi_label": True}}

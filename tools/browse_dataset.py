@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import torch  # noqa: E402
 
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config  # noqa: E402
 from mtkd.data import build_dataset  # noqa: E402
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="point the dataset at this root instead of the config's data_root")
     parser.add_argument("--zoom", type=int, default=0,
                         help=f"integer enlargement, nearest neighbour (0: enough for a {MIN_SIDE} px longer side)")
-    return parser
+    return add_debug_argument(parser)
 
 
 def main(argv=None) -> int:
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
         return 2
     dataset = build_dataset(cfg[loader_key]["dataset"])
     mean, std = dataset.pipeline.normalization()
-    drawers = build_drawers(cfg.get("drawers"), dataset.tasks, dataset.class_names)
+    drawers = build_drawers(cfg.get("drawers"), dataset.tasks, dataset.class_names,
+                            getattr(dataset, "head_args", None))
     undrawn = [task for task in dataset.tasks if task not in drawers]
     if undrawn:
         print(f"note: no drawer for tasks {undrawn} (the config's `drawers`); they are not drawn", file=sys.stderr)
@@ -70,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
 from mtkd.data.synthetic import SHAPES, make_synthetic_dataset  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed: the data is a function of it")
     parser.add_argument("--workers", type=int, default=2, help="processes drawing images in parallel")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
+    return add_debug_argument(parser)
 
 
 def main(argv=None) -> int:
@@ -48,4 +49,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

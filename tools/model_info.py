@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config, DictAction  # noqa: E402
 from mtkd.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher-config", help="for a Distiller whose teacher comes from a checkpoint: the config "
                                                  "the teacher was (or will be) trained with; needed when the "
                                                  "checkpoint does not exist yet")
-    return parser
+    return add_debug_argument(parser)
 
 
 def measure(model: torch.nn.Module, size: tuple[int, int]) -> dict:
@@ -160,4 +161,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.config import Config, ConfigError, DictAction  # noqa: E402
 from mtkd import dist  # noqa: E402
+from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
 from mtkd.data.io import InvalidSampleError  # noqa: E402
+from mtkd.data.synthetic import SYNTHETIC_VERSION, make_synthetic_dataset, synthetic_version  # noqa: E402
 from mtkd.engine.run_checkpoint import NonFiniteStateError  # noqa: E402
 from mtkd.engine.trainer import NonFiniteLossError, TrainingInterrupted, train  # noqa: E402
 from mtkd.engine.utils import set_data_root  # noqa: E402
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to train (default: the config's `device`, 'auto' = cuda when available)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (they are also off when stderr is not a terminal)")
-    return parser
+    return add_debug_argument(parser)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,6 +75,7 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    ensure_synthetic_data(cfg, progress=not args.no_progress and sys.stderr.isatty())
     resume = str(Path(cfg.work_dir) / "last.pth") if args.resume == "auto" else args.resume
     if resume and not Path(resume).is_file():
         print(f"error: --resume: no checkpoint at {resume}", file=sys.stderr)
@@ -98,5 +102,26 @@ def main(argv=None) -> int:
     return 0
 
 
+def ensure_synthetic_data(cfg: Config, progress: bool) -> None:
+    """Write the config's synthetic set (``synthetic_data``, see configs/_base_/datasets/synthetic.py) when its
+    data root has none of this generator version; under torchrun say the command instead (ranks would race).
+    A data root elsewhere (``--data-root``) is the user's data: never written here."""
+    spec = dict(cfg.get("synthetic_data") or {})
+    if not spec:
+        return
+    out = Path(spec.pop("out", "data/synthetic"))
+    roots = {Path(loader["dataset"]["data_root"]) for key, loader in cfg.items()
+             if key.endswith("_dataloader") and isinstance(loader, dict) and loader.get("dataset", {}).get("data_root")}
+    if out.resolve() not in {root.resolve() for root in roots} or synthetic_version(out) == SYNTHETIC_VERSION:
+        return
+    command = f"python tools/make_synthetic.py --out {out} " + " ".join(
+        f"--{key.replace('_', '-')} {value}" for key, value in spec.items())
+    state = "is missing" if synthetic_version(out) is None else "was made by an older generator"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FileNotFoundError(f"the synthetic data at {out} {state}; make it once before torchrun: {command}")
+    print(f"the synthetic data at {out} {state}: writing it ({command}) ...", file=sys.stderr)
+    make_synthetic_dataset(out, **spec, progress=progress)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -16,13 +16,13 @@ checkpoint = dict(
 metrics = dict(                 # one metric per task the model has (a task of your own adds its entry)
     seg=dict(type="SegMetric"),
     det=dict(type="CocoDetMetric"),
-    cls=dict(type="ClsMetric", topk=(1, 5)),
+    cls=dict(type="ClsMetric", topk=(1, 5)),  # multi-label data (image_labels="instances"): cls/mAP instead
     depth=dict(type="DepthMetric"),  # AbsRel, RMSE, delta1 at the original resolution; delta1 picks best.pth
 )
 drawers = dict(                 # how each task's predictions are drawn (TensorBoard, --show-dir, predict.py)
     seg=dict(type="SegMapDrawer"),
     det=dict(type="BoxDrawer", score_thr=0.3),  # boxes scoring below are not drawn
-    cls=dict(type="ClassLabelDrawer"),
+    cls=dict(type="ClassLabelDrawer"),  # multi-label: every class with probability >= threshold=0.5
     depth=dict(type="DepthMapDrawer"),  # a colour panel next to the image
 )
 num_vis_images = 4              # validation images drawn to TensorBoard per evaluation

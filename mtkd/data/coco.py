@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,23 +75,31 @@ class CocoMultiTaskDataset(torch.utils.data.Dataset):
     is an error. A bad image or annotation is an error naming the file, or with ``skip_invalid=True``
     its image is skipped and counted: at start-up (headers, sizes, labels) and, for files that fail to
     decode (a truncated PNG), when read.
+
+    ``image_labels`` goes to the readers that take it (``dataset_options``): the image-level classes from
+    ``images[i]["label"]`` (``"json"``, the default when the json has ``image_categories``) or the multi-hot
+    vector of the object categories in each image (``"instances"``: multi-label, one class per object
+    category, crowd regions excluded). ``head_args`` holds what the data decides about a task's head beyond
+    ``num_classes`` (``{task: {"multi_label": True}}``); the engine builds the heads with it.
     """
 
     def __init__(self, data_root: str, ann_file: str, img_dir: str, pipeline: Sequence[Mapping] = (),
                  tasks: Sequence[str] | None = None, targets: Mapping[str, Mapping | None] | None = None,
-                 skip_invalid: bool = False, min_visibility: float = 0.3):
+                 skip_invalid: bool = False, min_visibility: float = 0.3, image_labels: str | None = None):
         self.data_root = Path(data_root)
         self.ann_file, self.img_dir = (self.data_root / ann_file).resolve(), self.data_root / img_dir
         self.coco = load_coco(self.ann_file)
         self.label_to_cat_id = sorted(self.coco.getCatIds())
         self.cat_index = {cat_id: i for i, cat_id in enumerate(self.label_to_cat_id)}
         self.category_names = [self.coco.cats[c]["name"] for c in self.label_to_cat_id]
-        self.readers = build_readers(self.coco.dataset, targets, tasks, self.ann_file)
+        self.readers = build_readers(self.coco.dataset, targets, tasks, self.ann_file,
+                                     options=dict(image_labels=image_labels))
         for task, reader in self.readers.items():
             reader.setup(self, task)
         self.tasks = tuple(self.readers)
         self.class_names = {t: r.class_names for t, r in self.readers.items() if r.class_names is not None}
         self.num_classes = {t: len(names) for t, names in self.class_names.items()}
+        self.head_args = {t: dict(r.head_args) for t, r in self.readers.items() if r.head_args}
         self.listed_keys = ("meta", *(k for r in self.readers.values() for k in r.listed_keys))
         self.needs_instances = any(r.needs_instances for r in self.readers.values())
         fills = {t: r.fill for t, r in self.readers.items() if r.fill is not None}
@@ -211,10 +220,16 @@ def object_boxes(objects: list[dict], info: dict) -> np.ndarray:
 
 
 def build_readers(content: Mapping, targets: Mapping[str, Mapping | None] | None, tasks: Sequence[str] | None,
-                  ann_file: Path) -> dict[str, TargetReader]:
-    """``{task: reader}``: discovered readers updated by ``targets``, restricted to ``tasks`` (in that order)."""
-    cfgs: dict[str, dict | None] = {cls.task: dict(type=name) for name, cls in TARGETS.items()
-                                    if getattr(cls, "auto", False) and cls.available(content)}
+                  ann_file: Path, options: Mapping[str, Any] | None = None) -> dict[str, TargetReader]:
+    """``{task: reader}``: discovered readers updated by ``targets``, restricted to ``tasks`` (in that order).
+
+    ``options`` (the dataset's own arguments; None = not set) go to the readers whose ``dataset_options``
+    name them; an ``auto`` reader that takes a set option is found even where ``available`` says no.
+    """
+    options = {key: value for key, value in (options or {}).items() if value is not None}
+    cfgs: dict[str, dict | None] = {
+        cls.task: dict(type=name) for name, cls in TARGETS.items() if getattr(cls, "auto", False)
+        and (cls.available(content) or any(key in options for key in getattr(cls, "dataset_options", ())))}
     for task, cfg in (targets or {}).items():
         cfgs[task] = None if cfg is None else dict(cfg)
     provided = [task for task, cfg in cfgs.items() if cfg is not None]
@@ -224,12 +239,26 @@ def build_readers(content: Mapping, targets: Mapping[str, Mapping | None] | None
             raise ValueError(f"{ann_file}: the config asks for tasks {missing}, which this dataset cannot provide "
                              f"(it provides {provided}){_requirements(missing)}")
         provided = list(tasks)
-    readers = {task: TARGETS.build(cfgs[task]) for task in provided}
+    readers = {task: TARGETS.build(_with_options(cfgs[task], options, ann_file)) for task in provided}
     keys = Counter(key for reader in readers.values() for key in reader.batch_keys)
     clash = sorted(key for key, n in keys.items() if n > 1)
     if clash:
         raise ValueError(f"{ann_file}: target readers of tasks {provided} share batch keys {clash}")
     return readers
+
+
+def _with_options(cfg: dict, options: Mapping[str, Any], ann_file: Path) -> dict:
+    """A reader cfg with the dataset options its class declares; a reader cfg that sets one otherwise is an
+    error naming both values."""
+    reader = cfg.get("type")
+    if isinstance(reader, str):
+        reader = TARGETS.get(reader) if reader in TARGETS else None   # unknown: TARGETS.build says so
+    cfg = dict(cfg)
+    for key in (k for k in getattr(reader, "dataset_options", ()) if k in options):
+        if cfg.setdefault(key, options[key]) != options[key]:
+            raise ValueError(f"{ann_file}: the dataset sets {key}={options[key]!r} but its targets give "
+                             f"{cfg['type']} {key}={cfg[key]!r}; set it in one place")
+    return cfg
 
 
 def _requirements(tasks: Sequence[str]) -> str:

@@ -240,3 +240,15 @@ def _coco_json(results: list[tuple], split: str, size: int) -> dict:
     return {"info": {"description": f"mtkd synthetic shapes, {split} split", "version": SYNTHETIC_VERSION},
             "images": images, "annotations": annotations, "categories": categories,
             "image_categories": image_categories, "depth_dir": f"depth/{split}", "depth_scale": DEPTH_SCALE}
+
+
+def synthetic_version(root: str | Path) -> int | None:
+    """The generator version of the set at ``root``: its test json's ``info.version`` (1 when absent, None
+    when there is no set there). A set whose version is not ``SYNTHETIC_VERSION`` lacks some ground truth."""
+    path = Path(root) / "annotations" / "instances_test.json"
+    if not path.is_file():
+        return None
+    try:
+        return int((json.loads(path.read_text()).get("info") or {}).get("version", 1))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+        return None

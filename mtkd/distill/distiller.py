@@ -60,14 +60,16 @@ class Distiller(nn.Module):
 
     def __init__(self, student: Mapping, teacher_checkpoint: str | Path, tasks: Mapping[str, Mapping],
                  teacher: Mapping | None = None, feature_kd: Sequence[Mapping] = (),
-                 num_classes: Mapping[str, int] | None = None):
+                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None):
         super().__init__()
-        self.student = MODELS.build(student, num_classes=None if num_classes is None else dict(num_classes))
+        data_args = {"head_args": dict(head_args)} if head_args else {}   # the student's, from the data
+        self.student = MODELS.build(student, num_classes=None if num_classes is None else dict(num_classes),
+                                    **data_args)
         self.teacher_checkpoint = str(teacher_checkpoint)
         self.teacher = build_teacher(teacher, self.teacher_checkpoint)
         check_teacher_fits(self.teacher, self.student, self.teacher_checkpoint)
         self.task_kd, loss_cfgs = resolve_tasks(tasks, self.student.tasks)
-        self.soft_losses = nn.ModuleDict({task: MODELS.build(cfg) for task, cfg in loss_cfgs.items()})
+        self.soft_losses = build_soft_losses(loss_cfgs, self.student)
         self.feature_links, feature_losses = build_feature_kd(feature_kd, self.student, self.teacher)
         self.feature_losses = nn.ModuleList(feature_losses)
         self.teacher.requires_grad_(False)
@@ -76,8 +78,12 @@ class Distiller(nn.Module):
 
     @staticmethod
     def inference_config(cfg: Mapping) -> dict:
-        """The config of what is evaluated and saved: the student (the engine's checkpoint ``model_config``)."""
-        return dict(cfg["student"])
+        """The config of what is evaluated and saved: the student (the engine's checkpoint ``model_config``),
+        with the ``head_args`` the data gave it."""
+        student = dict(cfg["student"])
+        if cfg.get("head_args"):
+            student["head_args"] = dict(cfg["head_args"])
+        return student
 
     @property
     def inference_model(self) -> nn.Module:
@@ -185,6 +191,8 @@ def build_teacher(teacher_cfg: Mapping | None, path: str) -> nn.Module:
         raise CheckpointError(f"cannot load the teacher checkpoint model.teacher_checkpoint={path!r}: {err}. "
                               f"To get one, {TRAIN_TEACHER_HINT}") from err
     cfg = dict(ckpt["model_config"] if teacher_cfg is None else teacher_cfg)
+    if ckpt["model_config"].get("head_args") and "head_args" not in cfg:   # what its data decided (multi_label)
+        cfg["head_args"] = ckpt["model_config"]["head_args"]
     import_custom_modules(ckpt["config"], f"the config stored in the teacher checkpoint {path}")
     model = MODELS.build(cfg, num_classes=dict(ckpt["num_classes"]))
     try:
@@ -247,6 +255,22 @@ def resolve_tasks(tasks: Mapping[str, Mapping],
                              f"loss=dict(type='LogitKDLoss', temperature=2.0)")
         task_kd[task] = TaskKD(alpha=alpha, ratio=ratio)
     return task_kd, loss_cfgs
+
+
+def build_soft_losses(loss_cfgs: Mapping[str, Mapping], student: nn.Module) -> nn.ModuleDict:
+    """Each task's soft loss, shown its student head's ``output_signature()`` (``for_output``): a loss that
+    does not fit the output is an error naming the task, or hands over to one that does (LogitKDLoss on a
+    multi-label head becomes MultiLabelKDLoss)."""
+    losses = {}
+    for task, cfg in loss_cfgs.items():
+        loss = MODELS.build(cfg)
+        adapt = getattr(loss, "for_output", None)
+        try:
+            losses[task] = adapt(student.heads[task].output_signature()) if adapt is not None else loss
+        except ValueError as err:
+            raise ValueError(f"Distiller: tasks.{task}.loss={cfg.get('type')!r} does not fit the student's "
+                             f"{task} head: {err}") from err
+    return nn.ModuleDict(losses)
 
 
 def build_feature_kd(specs: Sequence[Mapping], student: nn.Module,

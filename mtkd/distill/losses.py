@@ -2,9 +2,13 @@
 
 Every module computes ``forward(student, teacher) -> scalar``; ``teacher`` is treated as a fixed target
 (callers pass it detached). Losses that read the ground truth set ``needs_target = True`` and take it as
-``forward(student, teacher, target)``; the Distiller passes the batch's labels to those.
+``forward(student, teacher, target)``; the Distiller passes the batch's labels to those. The Distiller
+also shows each loss the student head's ``output_signature()`` (``for_output``), so that a loss can
+refuse, or hand over to another loss, an output it does not fit (softmax KD on multi-label logits).
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -230,10 +234,26 @@ class SoftLoss(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
 
+    def for_output(self, signature: Mapping) -> nn.Module:
+        """The loss to use on a head whose ``output_signature()`` is ``signature``: this one by default; a
+        loss that does not fit the output raises ValueError or returns the loss that does."""
+        return self
+
+
+def _refuse_multi_label(name: str, signature: Mapping) -> None:
+    if signature.get("multi_label"):
+        raise ValueError(f"{name} compares softmax distributions over mutually exclusive classes, but the head "
+                         f"({signature.get('head')}) is multi-label (an independent sigmoid per class); use "
+                         f"MultiLabelKDLoss, or LogitKDLoss, which becomes it on multi-label heads")
+
 
 @MODELS.register_module()
 class LogitKDLoss(SoftLoss):
-    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": KD on logits ``[B, C]``."""
+    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": KD on logits ``[B, C]``.
+
+    On a multi-label head (``output_signature()["multi_label"]``) the softmax has no meaning; there it
+    becomes ``MultiLabelKDLoss`` (binary KD per class) with the same temperature and weight.
+    """
 
     def __init__(self, temperature: float = 2.0, loss_weight: float = 1.0):
         super().__init__(loss_weight)
@@ -241,6 +261,11 @@ class LogitKDLoss(SoftLoss):
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return self.loss_weight * logit_kd_loss(student, teacher, self.temperature)
+
+    def for_output(self, signature: Mapping) -> nn.Module:
+        if not signature.get("multi_label"):
+            return self
+        return MODELS.build(dict(type="MultiLabelKDLoss", temperature=self.temperature, loss_weight=self.loss_weight))
 
 
 @MODELS.register_module()
@@ -330,6 +355,10 @@ class DKDLoss(SoftLoss):
     def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
         loss = dkd_loss(student, teacher, target, self.alpha, self.beta, self.temperature)
         return self.loss_weight * loss
+
+    def for_output(self, signature: Mapping) -> nn.Module:
+        _refuse_multi_label("DKDLoss", signature)
+        return self
 
 
 @MODELS.register_module()

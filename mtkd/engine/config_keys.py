@@ -18,7 +18,8 @@ ENGINE_KEYS = {
     "checkpoint", "metrics", "drawers", "num_vis_images", "custom_imports",
 }
 # keys of the _base_/datasets configs that child configs and the tools read (mmdet's names where it has them)
-CONVENTION_KEYS = {"data_root", "dataset_type", "input_size", "train_pipeline", "test_pipeline", "norm", "labels_file"}
+CONVENTION_KEYS = {"data_root", "dataset_type", "input_size", "train_pipeline", "test_pipeline", "norm", "labels_file",
+                   "synthetic_data"}
 RUNTIME_KEYS = {  # the dicts the engine reads key by key
     "train_cfg": {"max_epochs", "val_interval"},
     "grad_clip": {"max_norm", "norm_type"},

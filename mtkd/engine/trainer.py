@@ -163,6 +163,7 @@ def _build_run(cfg: Config):
     train_loader = build_loader(cfg, "train", info.distributed, seed)
     val_loader = build_loader(cfg, "val", info.distributed, seed)
     num_classes = dict(train_loader.dataset.num_classes)
+    record_head_args(cfg, train_loader.dataset)
     model = MODELS.build(cfg.model, num_classes=num_classes).to(device)
     if device.type == "cuda" and cfg.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
@@ -187,6 +188,15 @@ def _build_run(cfg: Config):
               tb=TensorBoard(work_dir / "tb" if info.is_main else None),
               metrics_log=MetricsLog(work_dir / "metrics.jsonl"))
     return run, train_loader, val_loader, metrics
+
+
+def record_head_args(cfg: Config, dataset) -> None:
+    """Put what the training data decides about the heads besides their class counts (``dataset.head_args``,
+    e.g. ``{task: {"multi_label": True}}``) into ``cfg.model.head_args``: the model is built with it and
+    the checkpoint's ``model_config`` keeps it, so that every rebuild (test, predict, a teacher) matches."""
+    head_args = dict(getattr(dataset, "head_args", None) or {})
+    if head_args:
+        cfg.model["head_args"] = head_args
 
 
 def _tasks_of(dataset) -> tuple[str, ...]:
@@ -350,7 +360,8 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
     dist.sync_buffers(model)
     pipeline = (run.cfg.get("val_dataloader") or {}).get("dataset", {}).get("pipeline")
     mean, std = find_normalize(pipeline)
-    drawers = build_drawers(run.cfg.get("drawers"), list(metrics), getattr(loader.dataset, "class_names", None))
+    drawers = build_drawers(run.cfg.get("drawers"), list(metrics), getattr(loader.dataset, "class_names", None),
+                            getattr(loader.dataset, "head_args", None))
     drawn: list = []
     limit = int(run.cfg.get("num_vis_images", 4)) if run.info.is_main and drawers else 0
 

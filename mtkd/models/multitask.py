@@ -27,29 +27,53 @@ def resolve_num_classes(task: str, head_cfg: Mapping, num_classes: Mapping[str, 
     return cfg
 
 
-def _takes_num_classes(head_cfg: Mapping) -> bool:
-    """Whether the head class has a ``num_classes`` argument (a regression head, e.g. depth, has none)."""
+def resolve_head_args(task: str, head_cfg: Mapping, head_args: Mapping[str, Mapping] | None) -> dict:
+    """The head config with the data's other head arguments (``head_args[task]``, e.g. ``multi_label``)
+    filled in; a config value that disagrees, or a head without such an argument, is an error naming both."""
+    cfg = dict(head_cfg)
+    for key, value in dict((head_args or {}).get(task) or {}).items():
+        if not _takes(cfg, key):
+            raise ValueError(f"head {task!r} ({cfg.get('type')}): the data gives it {key}={value!r}, but it has "
+                             f"no {key!r} argument")
+        if cfg.get(key) is None:
+            cfg[key] = value
+        elif cfg[key] != value:
+            raise ValueError(f"head {task!r}: the config sets {key}={cfg[key]!r} but the data gives {key}={value!r}; "
+                             f"remove heads.{task}.{key} to take it from the data")
+    return cfg
+
+
+def _takes(head_cfg: Mapping, name: str) -> bool:
+    """Whether the head class has an argument ``name`` (a regression head, e.g. depth, has no ``num_classes``)."""
     head_type = head_cfg.get("type") if isinstance(head_cfg, Mapping) else None
     if isinstance(head_type, str):
         head_type = MODELS.get(head_type) if head_type in MODELS else None
     try:
-        return "num_classes" in inspect.signature(head_type).parameters
+        return name in inspect.signature(head_type).parameters
     except (TypeError, ValueError):  # no class to read: MODELS.build reports the bad cfg or type
         return True
+
+
+def _head_cfg(task: str, cfg: Mapping, num_classes: Mapping | None, head_args: Mapping | None) -> dict:
+    """A head's config with everything the data decides: ``num_classes`` (when it takes one) and ``head_args``."""
+    cfg = resolve_num_classes(task, cfg, num_classes) if _takes(cfg, "num_classes") else dict(cfg)
+    return resolve_head_args(task, cfg, head_args)
 
 
 @MODELS.register_module()
 class MultiTaskModel(nn.Module):
     """``forward(img [B, 3, H, W]) -> {task: raw}`` for any set of task heads over a shared backbone + neck.
 
-    Heads are built with the neck's ``in_channels``/``in_strides`` and ``num_classes`` from the data
-    (``num_classes={task: int}``); a head whose config is None is left out (so a child config can drop an
-    inherited head: ``heads=dict(depth=None)``). The model never branches on a task's name: a new task is
-    a new head.
+    Heads are built with the neck's ``in_channels``/``in_strides``, ``num_classes`` from the data
+    (``num_classes={task: int}``) and whatever else the data decides about them (``head_args={task:
+    {arg: value}}``, e.g. ``multi_label=True`` for multi-hot image labels; the engine records it in the
+    model config, so a checkpoint rebuilds the same heads). A head whose config is None is left out (so a
+    child config can drop an inherited head: ``heads=dict(depth=None)``). The model never branches on a
+    task's name: a new task is a new head.
     """
 
     def __init__(self, backbone: Mapping, neck: Mapping | None = None, heads: Mapping[str, Mapping] | None = None,
-                 num_classes: Mapping[str, int] | None = None):
+                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None):
         super().__init__()
         heads = {task: cfg for task, cfg in (heads or {}).items() if cfg is not None}  # heads.<task>=None drops it
         if not heads:
@@ -61,8 +85,8 @@ class MultiTaskModel(nn.Module):
         self.neck = MODELS.build(dict(neck or dict(type="IdentityNeck")),
                                  in_channels=self.backbone.out_channels, in_strides=self.backbone.strides)
         self.heads = nn.ModuleDict({
-            task: MODELS.build(resolve_num_classes(task, cfg, num_classes) if _takes_num_classes(cfg) else cfg,
-                               in_channels=self.neck.out_channels, in_strides=self.neck.strides)
+            task: MODELS.build(_head_cfg(task, cfg, num_classes, head_args), in_channels=self.neck.out_channels,
+                               in_strides=self.neck.strides)
             for task, cfg in heads.items()})
         self.tasks: tuple[str, ...] = tuple(self.heads)
         self.num_classes = {task: int(head.num_classes) for task, head in self.heads.items()

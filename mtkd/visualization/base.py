@@ -8,6 +8,8 @@ the image instead of over it (a depth map would hide the scene).
 """
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,11 +66,21 @@ def image_scale(image: torch.Tensor, sample: Mapping[str, Any]) -> tuple[float, 
 
 
 def build_drawers(cfgs: Mapping[str, Mapping] | None, tasks: Sequence[str],
-                  class_names: Mapping[str, Sequence[str]] | None = None) -> dict[str, Drawer]:
-    """``{task: drawer}`` for the tasks that ``cfgs`` (the config's ``drawers``) has an entry for."""
-    names = class_names or {}
-    return {task: DRAWERS.build(cfgs[task], task=task, class_names=names.get(task))
-            for task in tasks if task in (cfgs or {})}
+                  class_names: Mapping[str, Sequence[str]] | None = None,
+                  head_args: Mapping[str, Mapping] | None = None) -> dict[str, Drawer]:
+    """``{task: drawer}`` for the tasks that ``cfgs`` (the config's ``drawers``) has an entry for; what the
+    data decided about a task's head (``head_args``, e.g. ``multi_label``) goes to drawers that take it."""
+    names, drawers = class_names or {}, {}
+    for task in (t for t in tasks if t in (cfgs or {})):
+        cfg = dict(cfgs[task])
+        drawer_type = DRAWERS.get(cfg["type"]) if isinstance(cfg.get("type"), str) and cfg["type"] in DRAWERS \
+            else cfg.get("type")
+        params = inspect.signature(drawer_type).parameters if isinstance(drawer_type, type) else {}
+        for key, value in dict((head_args or {}).get(task) or {}).items():
+            if key in params and cfg.get(key) is None:
+                cfg[key] = value
+        drawers[task] = DRAWERS.build(cfg, task=task, class_names=names.get(task))
+    return drawers
 
 
 def draw_prediction(image: torch.Tensor, pred: Mapping[str, Any], drawers: Mapping[str, Drawer]) -> torch.Tensor:

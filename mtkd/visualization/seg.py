@@ -8,15 +8,16 @@ import torch
 from torchvision.utils import draw_segmentation_masks
 
 from mtkd.registry import DRAWERS
-from mtkd.structures import IGNORE_INDEX
-from mtkd.visualization.base import Drawer, class_colours, fit_to
+from mtkd.structures import IGNORE_INDEX, class_map
+from mtkd.visualization.base import Drawer, class_colours
 
 IGNORE_COLOUR = (60, 60, 60)
 
 
 @DRAWERS.register_module()
 class SegMapDrawer(Drawer):
-    """A class map long ``[H, W]`` (prediction, or ground truth ``sample["seg"]``) as translucent colours:
+    """A class map long ``[H, W]`` (ground truth ``sample["seg"]``), or class scores float ``[C, h, w]`` (a
+    prediction, argmax after resizing them to the image), as translucent colours:
     class k in ``class_colours(...)[k]`` (box class k of a COCO-format set shares seg class k + 1's colour),
     class 0 (background) left clear, ``IGNORE_INDEX`` dark grey."""
 
@@ -25,7 +26,7 @@ class SegMapDrawer(Drawer):
         self.alpha = float(alpha)
 
     def draw(self, image: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        classes = fit_to(pred.cpu().long(), image)
+        classes = class_map(pred.cpu(), tuple(image.shape[-2:])).long()
         present = [int(c) for c in classes.unique() if int(c) != 0]
         if not present:
             return image

@@ -1,5 +1,8 @@
 # The embedded synthetic multi-task set (make it with: python tools/make_synthetic.py --out data/synthetic).
 data_root = "data/synthetic"
+# How the data at data_root is made: tools/train.py writes it when it is missing (single process), the same
+# bytes as `python tools/make_synthetic.py --out data/synthetic` (these are that tool's defaults).
+synthetic_data = dict(out=data_root, num_train=2000, num_val=500, num_test=500, size=128, seed=0)
 input_size = (128, 128)  # (H, W) of the network input
 norm = dict(type="Normalize", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # ImageNet statistics
 train_pipeline = [

@@ -5,6 +5,11 @@ or, for readers with ``auto = True``, found by :class:`~mtkd.data.coco.CocoMulti
 annotation json holds what they need. Per sample the dataset calls ``read`` (the raw target at the
 original resolution), carries what it returns through the pipeline together with the image, and calls
 ``to_sample`` on the transformed result, whose tensors go into the batch under ``batch_keys``.
+
+A reader may take arguments of the dataset itself (``dataset_options``, e.g. ``image_labels``): the dataset
+passes each one that is set to the readers that declare it, so the dataset never names a task. What the
+data says about a task's head beyond its class count (``head_args``, e.g. ``multi_label=True``) goes to the
+head at build time, as ``num_classes`` does.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ class TargetReader:
         needs_instances: whether it reads the annotations' boxes after the pipeline (``out["boxes"]``).
         fill: for a dense target, the value of pixels without a source after the transforms.
         requirement: what the json must hold, for the error when the task is asked for but unavailable.
+        dataset_options: the dataset arguments it takes as constructor keywords; when one is set, an
+            ``auto`` reader that declares it is found even if ``available`` says no, so that ``setup``
+            says what the json lacks instead of the task silently missing.
     """
 
     task: str = ""
@@ -35,11 +43,13 @@ class TargetReader:
     needs_instances: bool = False
     fill: float | None = None
     requirement: str = ""
+    dataset_options: tuple[str, ...] = ()
 
     def __init__(self):
         self.dataset: Any = None
         self.name = self.task
         self.class_names: list[str] | None = None
+        self.head_args: dict[str, Any] = {}   # set in setup: head arguments the data decides (multi_label)
 
     @classmethod
     def available(cls, content: Mapping) -> bool:

@@ -37,7 +37,8 @@ class SemanticMaskTarget(TargetReader):
 
     @classmethod
     def available(cls, content: Mapping) -> bool:
-        return all(ann.get("segmentation") for ann in content["annotations"])
+        anns = content["annotations"]   # no annotations at all says nothing about masks (all([]) is True)
+        return bool(anns) and all(ann.get("segmentation") for ann in anns)
 
     def setup(self, dataset: Any, name: str) -> None:
         super().setup(dataset, name)

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtkd.models.heads.base import (check_class_targets, fpn_branches, fuse_branches, input_hw,
-                                    resolve_loss_weights)
+from mtkd.models.heads.base import check_class_targets, fpn_branches, fuse_branches, resolve_loss_weights
 from mtkd.registry import MODELS
 from mtkd.structures import IGNORE_INDEX
 
@@ -54,9 +53,10 @@ class SegHead(nn.Module):
 
     @torch.no_grad()
     def predict(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> list[torch.Tensor]:
-        """Per image a long ``[H, W]`` class map at the input size (argmax of the upsampled logits)."""
-        logits = F.interpolate(raw, size=input_hw(batch), mode="bilinear", align_corners=False)
-        return list(logits.argmax(dim=1))
+        """Per image its float logits ``[num_classes, H/out_stride, W/out_stride]``; the argmax comes after
+        resizing them to where they are used (``mtkd.structures.class_map``: the input for drawing;
+        ``map_to_original`` for the metric, as mmseg resizes logits to the original image)."""
+        return list(raw.float())
 
     def output_signature(self) -> dict:
         """What the raw output indexes, for the teacher/student compatibility check."""
