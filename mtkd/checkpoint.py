@@ -8,8 +8,10 @@ A checkpoint is a dict of plain data and tensors:
     class_names       {task: [names]} of the training data (absent from older checkpoints)
     config            the whole merged config as plain dicts/lists (``Config.to_dict()``)
     train_state_dict  the trained module's full state when it differs from ``state_dict`` (a Distiller's
-                      student + adapters, teacher excluded); for --resume
+                      student + adapters + task weighting, teachers excluded); for --resume
     epoch, iter, best_metric, optimizer, scheduler, scaler, rng   (training checkpoints; for --resume)
+    teachers          a Distiller's teacher set, {name: {checkpoint, weights_sha256, tasks, feature_kd}} (no
+                      weights); --resume with other teachers is an error
 """
 from __future__ import annotations
 

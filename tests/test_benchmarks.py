@@ -333,6 +333,25 @@ def test_overhead_times_all_three_steps_and_the_loader(tmp_path, tiny_synthetic)
     assert results["tasks"] == KD_TASKS
 
 
+def test_overhead_with_several_teachers_times_1_vs_n_and_their_peak_memory(tmp_path, tiny_synthetic):
+    out = tmp_path / "overhead_teachers.json"
+    specialists = [f"configs/demo/teacher_{task}.py" for task in KD_TASKS]
+    assert overhead.main(["--data", str(tiny_synthetic), "--steps", "2", "--warmup", "0", "--memory-steps", "1",
+                          "--teacher-configs", *specialists, "--out", str(out), "--cfg-options",
+                          "train_dataloader.batch_size=2", "train_dataloader.num_workers=0"]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert results["taught_by"] == {task: f"teacher_{task}" for task in KD_TASKS}
+    for key in ("one_teacher", "n_teachers"):
+        seconds = results[key]["seconds"]
+        assert results[key]["overhead_ratio"] == pytest.approx(
+            seconds["distill_step"] / (seconds["teacher_forward"] + seconds["student_step"]))
+        assert all(len(v) == 2 for v in results[key]["seconds_all"].values())
+    assert results["one_teacher"]["seconds_all"]["student_step"] == results["n_teachers"]["seconds_all"]["student_step"]
+    memory = results["memory"]
+    assert memory["student_only"]["params"] < memory["one_teacher"]["params"] < memory["n_teachers"]["params"]
+    assert all(m["peak_rss_mib"] > 0 for m in memory.values())
+
+
 def test_overhead_refuses_a_config_that_is_not_a_distiller(capsys):
     with pytest.raises(SystemExit):
         overhead.main(["--config", "configs/demo/student_scratch.py"])

@@ -154,3 +154,33 @@ def test_help_explains_every_flag(capsys):
                    "from the synthetic set's categories", "--teacher-config", "checkpoint does not exist",
                    "MultiTaskModel or a Distiller"):
         assert phrase in text, phrase
+
+
+def test_several_teachers_one_row_each_from_config_flag_or_checkpoint(tmp_path, capsys):
+    seg = Config.fromfile(ROOT / "configs/demo/teacher_seg.py").model.to_dict()
+    cls_teacher = dict(type="MultiTaskModel", heads=dict(cls=dict(type="ClsHead")),
+                       backbone=dict(type="SeedConvNet", channels=(4, 8, 16, 32), out_indices=(3,)))
+    save_checkpoint({"state_dict": {}, "model_config": cls_teacher, "num_classes": {"cls": 3}, "config": {}},
+                    tmp_path / "cls.pth")
+    teachers = dict(_delete_=True, seg_t=dict(checkpoint="none.pth", config=seg),
+                    det_t=dict(checkpoint=str(tmp_path / "det_missing.pth")),
+                    cls_t=dict(checkpoint=str(tmp_path / "cls.pth")))
+    config = distiller_config(tmp_path, teacher_checkpoint=None, teachers=teachers)
+    assert model_info.main([str(config), "--input-size", "64", "64"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^teacher:seg_t +[\d,]+ +[\d.]+  seg \[1, 9, 16, 16\]$", out, flags=re.MULTILINE)
+    assert re.search(r"^teacher:cls_t +[\d,]+ +[\d.]+  cls \[1, 3\]$", out, flags=re.MULTILINE)
+    assert "note: teacher:det_t skipped (checkpoint not found" in out and "det_t=CONFIG" in out
+    assert "teachers/student" not in out   # not every teacher measured
+    assert model_info.main([str(config), "--input-size", "64", "64", "--teacher-config",
+                            f"det_t={ROOT / 'configs/demo/teacher_det.py'}"]) == 0
+    out = capsys.readouterr().out
+    params = {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^(teacher:\w+|student) +([\d,]+) ", out, re.M)}
+    det = MODELS.build(Config.fromfile(ROOT / "configs/demo/teacher_det.py").model, num_classes=SYNTHETIC)
+    assert params["teacher:det_t"] == num_params(det)
+    assert params["teacher:seg_t"] == num_params(MODELS.build(seg, num_classes=SYNTHETIC))
+    total = params["teacher:seg_t"] + params["teacher:det_t"] + params["teacher:cls_t"]
+    ratio = re.search(r"teachers/student \(3 teachers, each run once per batch\): ([\d.]+)x params", out)
+    assert float(ratio[1]) == pytest.approx(total / params["student"], abs=0.05)
+    with pytest.raises(SystemExit, match="NAME=CONFIG with NAME one of them"):
+        model_info.main([str(config), "--teacher-config", str(ROOT / "configs/demo/teacher_det.py")])

@@ -95,9 +95,9 @@ def final_weights(work_dir: Path) -> dict:
     return load_checkpoint(work_dir / "last.pth")["state_dict"]
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tiny_synthetic, monkeypatch):
-    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch",
-                         extra="train_cfg = dict(max_epochs=2)")
+def interrupt_and_resume(config: Path, tmp_path: Path, monkeypatch, at_step: int) -> list[list[dict]]:
+    """Train ``config`` straight, then interrupted by SIGINT after step ``at_step`` and resumed; the final
+    weights must be equal. Returns both runs' metrics.jsonl records."""
     assert run_train(config, tmp_path / "straight", "--deterministic") == 0
 
     real_step, calls = trainer._train_step, []
@@ -105,23 +105,47 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tiny_synthet
     def step_then_interrupt(run, batch):
         losses = real_step(run, batch)
         calls.append(1)
-        if len(calls) == 3:  # mid-epoch 1 (4 steps per epoch)
+        if len(calls) == at_step:
             signal.raise_signal(signal.SIGINT)
         return losses
 
     monkeypatch.setattr(trainer, "_train_step", step_then_interrupt)
     assert run_train(config, tmp_path / "resumed", "--deterministic") == 128 + signal.SIGINT
-    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["loop"]["iter"] == 3
+    assert load_checkpoint(tmp_path / "resumed" / "last.pth")["loop"]["iter"] == at_step
     monkeypatch.setattr(trainer, "_train_step", real_step)
     assert run_train(config, tmp_path / "resumed", "--deterministic", "--resume") == 0
     straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    # the epoch means of metrics.jsonl cover the steps before the interrupt too: the same file, line by line
-    logs = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    return [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
             for run in ("straight", "resumed")]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, tiny_synthetic, monkeypatch):
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch",
+                         extra="train_cfg = dict(max_epochs=2)")
+    logs = interrupt_and_resume(config, tmp_path, monkeypatch, at_step=3)   # mid-epoch 1 (4 steps per epoch)
+    # the epoch means of metrics.jsonl cover the steps before the interrupt too: the same file, line by line
     assert len(logs[0]) == 2 and logs[0] == logs[1]
+
+
+@pytest.mark.parametrize("kind", ["UncertaintyWeighting", "DWA"])
+def test_interrupted_and_resumed_run_with_learned_task_weights_equals_uninterrupted(kind, tmp_path, tiny_synthetic,
+                                                                                    monkeypatch):
+    """Interrupted mid-epoch 2 of 3: the log-variances (in the optimizer too) or DWA's loss history and the
+    epoch's running sums come back with the model, so the weights and metrics.jsonl are the same."""
+    config = tiny_config(tmp_path, "demo/student_scratch.py", tiny_synthetic, "scratch",
+                         extra=f"train_cfg = dict(max_epochs=3)\nmodel = dict(task_weighting=dict(type={kind!r}))")
+    logs = interrupt_and_resume(config, tmp_path, monkeypatch, at_step=6)
+    assert len(logs[0]) == 3 and logs[0] == logs[1]
+    weights = [[v for k, v in record.items() if k.startswith("weights/")] for record in logs[0]]
+    assert all(len(w) == 4 for w in weights)
+    if kind == "DWA":   # 1 in the first two epochs, then from the ratios of epoch 2's losses over epoch 1's
+        assert weights[0] == weights[1] == [1.0] * 4 and weights[2] != [1.0] * 4
+        assert sum(weights[2]) == pytest.approx(4.0)
+    else:   # learned at every step
+        assert all(w != 1.0 for w in weights[0]) and weights[0] != weights[1] != weights[2]
 
 
 def test_nan_loss_in_the_first_epoch_stops_without_writing(tmp_path, tiny_synthetic, monkeypatch, capsys):

@@ -2,10 +2,13 @@
 
     python tools/model_info.py configs/teacher.py [--input-size 512 512] [--num-classes seg=9 det=8 cls=8]
     python tools/model_info.py configs/multitask_kd.py --teacher-config configs/teacher.py --input-size 512 512
+    python tools/model_info.py configs/demo/student_kd_specialists.py --teacher-config seg_t=T_SEG.py det_t=T_DET.py
 
 The config's ``model`` is a MultiTaskModel, or a Distiller with ``student`` and ``teacher`` model dicts
-(or ``teacher=None`` and a ``teacher_checkpoint`` whose saved model config is used). Models are built on
-the meta device: nothing is computed or allocated, so full-size models at 512 px take a second.
+(or ``teacher=None`` and a ``teacher_checkpoint`` whose saved model config is used), or with several
+``teachers=dict(name=dict(checkpoint=..., config=...))``: one row per teacher (``teacher:<name>``), each
+from its ``config``, else ``--teacher-config name=CONFIG``, else its checkpoint's saved model config. Models
+are built on the meta device: nothing is computed or allocated, so full-size models at 512 px take a second.
 """
 from __future__ import annotations
 
@@ -41,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "num_classes in the config is an error); other heads without a count take it from "
                              "the config's training data, or, when that is not on disk, from the synthetic "
                              "set's categories (the output says so)")
-    parser.add_argument("--teacher-config", help="for a Distiller whose teacher comes from a checkpoint: the config "
-                                                 "the teacher was (or will be) trained with; needed when the "
-                                                 "checkpoint does not exist yet")
+    parser.add_argument("--teacher-config", nargs="+", metavar="[NAME=]CONFIG",
+                        help="for a Distiller whose teacher comes from a checkpoint: the config the teacher was (or "
+                             "will be) trained with; needed when the checkpoint does not exist yet. With several "
+                             "teachers (model.teachers) name each: seg_t=configs/demo/teacher_seg.py")
     return add_debug_argument(parser)
 
 
@@ -57,31 +61,64 @@ def measure(model: torch.nn.Module, size: tuple[int, int]) -> dict:
             "shapes": {task: tuple(out.shape) for task, out in outputs.items() if isinstance(out, torch.Tensor)}}
 
 
-def model_configs(cfg: Config, teacher_config: str | None) -> tuple[dict[str, tuple[dict, dict]], list[str]]:
-    """``{name: (model cfg, class counts it was trained with or {})}``: teacher + student, or the model."""
+def model_configs(cfg: Config, teacher_config: list[str] | None) -> tuple[dict[str, tuple[dict, dict]], list[str]]:
+    """``{name: (model cfg, class counts it was trained with or {})}``: teacher(s) + student, or the model."""
     model = cfg.model.to_dict()
     if "student" not in model:
         return {"model": (model, {})}, []
     found, notes = {}, []
-    if model.get("teacher"):
-        found["teacher"] = (model["teacher"], {})
-    elif teacher_config:
-        teacher = Config.fromfile(teacher_config).model.to_dict()
-        if "student" in teacher:
-            raise SystemExit(f"--teacher-config {teacher_config} describes a Distiller; pass the config the "
-                             f"teacher was trained with (its model is a MultiTaskModel)")
-        found["teacher"] = (teacher, {})
-        notes.append(f"teacher: the model of {teacher_config}")
+    if model.get("teachers"):
+        given = named_teacher_configs(teacher_config or [], list(model["teachers"]))
+        for name, spec in model["teachers"].items():
+            found_cfg = teacher_source(f"teacher:{name}", (spec or {}).get("config"), given.get(name),
+                                       (spec or {}).get("checkpoint"), notes)
+            if found_cfg is not None:
+                found[f"teacher:{name}"] = found_cfg
     else:
-        path = model.get("teacher_checkpoint") or ""
-        try:
-            ckpt = load_checkpoint(path)
-            found["teacher"] = (ckpt["model_config"], dict(ckpt["num_classes"]))
-            notes.append(f"teacher: the model config saved in {path} (classes {dict(ckpt['num_classes'])})")
-        except CheckpointError as err:
-            notes.append(f"teacher skipped ({err}); pass --teacher-config CONFIG")
+        if teacher_config and len(teacher_config) > 1:
+            raise SystemExit("--teacher-config: this config has one teacher (model.teacher_checkpoint); "
+                             "give one config")
+        given = teacher_config[0].removeprefix("teacher=") if teacher_config else None
+        found_cfg = teacher_source("teacher", model.get("teacher"), given, model.get("teacher_checkpoint"), notes)
+        if found_cfg is not None:
+            found["teacher"] = found_cfg
     found["student"] = (model["student"], {})
     return found, notes
+
+
+def named_teacher_configs(items: list[str], names: list[str]) -> dict[str, str]:
+    """``--teacher-config NAME=CONFIG ...`` as ``{name: config path}``; an unnamed or unknown name is an error."""
+    given = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in names:
+            raise SystemExit(f"--teacher-config {item}: this config has several teachers {names}; pass "
+                             f"NAME=CONFIG with NAME one of them")
+        given[name] = path
+    return given
+
+
+def teacher_source(row: str, config: dict | None, config_file: str | None, checkpoint: str | None,
+                   notes: list[str]) -> tuple[dict, dict] | None:
+    """A teacher's (model cfg, class counts): its config in the Distiller's, else the model of
+    ``config_file``, else its checkpoint's saved model config; None (with a note) when there is none."""
+    if config:
+        return config, {}
+    if config_file:
+        teacher = Config.fromfile(config_file).model.to_dict()
+        if "student" in teacher:
+            raise SystemExit(f"--teacher-config {config_file} describes a Distiller; pass the config the "
+                             f"teacher was trained with (its model is a MultiTaskModel)")
+        notes.append(f"{row}: the model of {config_file}")
+        return teacher, {}
+    try:
+        ckpt = load_checkpoint(checkpoint or "")
+    except CheckpointError as err:
+        notes.append(f"{row} skipped ({err}); pass --teacher-config "
+                     f"{'CONFIG' if row == 'teacher' else row.split(':', 1)[1] + '=CONFIG'}")
+        return None
+    notes.append(f"{row}: the model config saved in {checkpoint} (classes {dict(ckpt['num_classes'])})")
+    return ckpt["model_config"], dict(ckpt["num_classes"])
 
 
 def class_counts(model_cfg: Mapping, given: Mapping[str, int], from_data: Mapping[str, int]) -> dict[str, int]:
@@ -145,16 +182,23 @@ def main(argv=None) -> int:
         with torch.device("meta"):
             rows[name] = measure(MODELS.build(model_cfg, num_classes=counts), size)
     print(f"{args.config}  input {size[0]}x{size[1]}, batch 1 (FLOPs by torch FlopCounterMode, multiply-add = 2)")
-    print(f"{'model':<10} {'params':>13} {'GFLOPs':>9}  outputs")
+    width = max(10, *(len(name) for name in rows))
+    print(f"{'model':<{width}} {'params':>13} {'GFLOPs':>9}  outputs")
     for name, row in rows.items():
         shapes = ", ".join(f"{t} {list(s)}" for t, s in row["shapes"].items())
-        print(f"{name:<10} {row['params']:>13,} {row['gflops']:>9.3f}  {shapes}")
+        print(f"{name:<{width}} {row['params']:>13,} {row['gflops']:>9.3f}  {shapes}")
     if defaulted:
         notes.append(f"the training data cannot be read ({reason}); class counts {defaulted} are the synthetic "
                      f"set's defaults; set --num-classes for other data")
     if "teacher" in rows and "student" in rows:
         t, s = rows["teacher"], rows["student"]
         print(f"teacher/student: {t['params'] / s['params']:.1f}x params, {t['gflops'] / s['gflops']:.1f}x FLOPs")
+    teachers = [row for name, row in rows.items() if name.startswith("teacher:")]
+    if teachers and "student" in rows and len(teachers) == len(cfg.model.teachers):
+        s = rows["student"]
+        print(f"teachers/student ({len(teachers)} teachers, each run once per batch): "
+              f"{sum(t['params'] for t in teachers) / s['params']:.1f}x params, "
+              f"{sum(t['gflops'] for t in teachers) / s['gflops']:.1f}x FLOPs")
     for note in notes:
         print(f"note: {note}")
     return 0

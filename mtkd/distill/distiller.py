@@ -1,4 +1,4 @@
-"""The multi-task Distiller: a student trained on ground truth and on a frozen teacher, task by task."""
+"""The multi-task Distiller: a student trained on ground truth and on frozen teachers, task by task."""
 from __future__ import annotations
 
 import math
@@ -10,43 +10,50 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtkd.checkpoint import CheckpointError, load_checkpoint
-from mtkd.config import import_custom_modules
-from mtkd.models.multitask import check_distillable
+from mtkd.distill.teachers import (TeacherSet, TeacherSetChanged, check_every_teacher_used, parse_teachers,
+                                   pick_teacher, teacher_set_changes)
+from mtkd.models.task_weighting import build_task_weighting
 from mtkd.registry import MODELS
 from mtkd.structures import FEATS_KEY, IMG_KEY, has_labels
 
-TASK_KEYS = ("alpha", "ratio", "loss")
-FEATURE_KD_KEYS = ("student_level", "teacher_level", "loss", "weight")
-TRAIN_TEACHER_HINT = ("train the teacher first, e.g. `python tools/train.py configs/teacher.py` (or "
-                      "`python tools/train.py configs/demo/teacher.py` for the CPU demo), then pass its best.pth: "
-                      "`--cfg-options model.teacher_checkpoint=work_dirs/<teacher config name>/best.pth`")
+TASK_KEYS = ("alpha", "ratio", "loss", "teacher")
+FEATURE_KD_KEYS = ("student_level", "teacher_level", "loss", "weight", "teacher")
 
 
 @dataclass(frozen=True)
 class TaskKD:
-    """How one task is distilled: ``L_t = (1 - alpha) * H_t + alpha * S_t``, weighted by ``ratio``."""
+    """How one task is distilled: ``L_t = (1 - alpha) * H_t + alpha * S_t``, weighted by ``ratio``; ``teacher``:
+    the teacher it names (None: the only one)."""
 
     alpha: float
     ratio: float
+    teacher: Any = None
 
 
 @dataclass(frozen=True)
 class FeatureLink:
-    """One feature-KD pair: student neck level -> teacher neck level, with its weight."""
+    """One feature-KD pair: student neck level -> a teacher's neck level, with its weight."""
 
     student_level: int
     teacher_level: int
     weight: float
+    teacher: str = "teacher"
 
 
 @MODELS.register_module()
 class Distiller(nn.Module):
-    """Student ``MultiTaskModel`` + frozen teacher; ``forward(batch)`` returns the loss dict to minimise.
+    """Student ``MultiTaskModel`` + frozen teachers; ``forward(batch)`` returns the loss dict to minimise.
 
-    Per task t: ``t/hard`` (the student's ground-truth loss), ``t/soft`` (its soft loss against the
-    teacher), ``t/total = (1 - alpha_t) * hard + alpha_t * soft``; ``loss = sum_t ratio_t * total_t`` plus
-    every ``feat/<i>`` feature-KD term. A task absent from ``tasks`` trains on its hard loss only.
+    Per task t: ``t/hard`` (the student's ground-truth loss), ``t/soft`` (its soft loss against its teacher),
+    ``t/total = (1 - alpha_t) * hard + alpha_t * soft``; ``loss = task_weighting({t: total_t})`` (by default
+    ``FixedWeighting``: ``sum_t ratio_t * total_t``; see ``mtkd.models.task_weighting``) plus every
+    ``feat/<i>`` feature-KD term. A task absent from ``tasks`` trains on its hard loss only.
+
+    Teachers (``mtkd.distill.teachers``): ``teacher_checkpoint=`` is one teacher for every task;
+    ``teachers=dict(name=dict(checkpoint=..., config=None))`` several, each task naming its own with
+    ``tasks.<t>.teacher`` (and each feature link with ``feature_kd[i].teacher``); with one teacher the names
+    may be left out. Every teacher teaches something, runs once per batch, and its heads for the tasks it
+    teaches must fit the student's (class count, output signature): errors at build time name both.
 
     Partially labelled data: when a batch has no ground truth for a task, its hard loss is 0 and
     ``total = soft`` (the teacher is the only label there, at full weight rather than ``alpha``), so a
@@ -54,27 +61,40 @@ class Distiller(nn.Module):
     ``alpha = 0`` is not distilled and contributes 0 on such batches (a zero still attached to its head, so
     that DDP sees every parameter used).
 
-    The teacher is frozen (``requires_grad=False``), always in eval mode, run under ``torch.no_grad()``,
-    and never part of ``state_dict()`` (so never saved with the student nor expected when loading).
+    Teachers are frozen (``requires_grad=False``), always in eval mode, run under ``torch.no_grad()``, and
+    never part of ``state_dict()`` (so never saved with the student nor expected when loading).
     """
 
-    def __init__(self, student: Mapping, teacher_checkpoint: str | Path, tasks: Mapping[str, Mapping],
-                 teacher: Mapping | None = None, feature_kd: Sequence[Mapping] = (),
-                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None):
+    def __init__(self, student: Mapping, teacher_checkpoint: str | Path | None = None,
+                 tasks: Mapping[str, Mapping] | None = None, teacher: Mapping | None = None,
+                 teachers: Mapping[str, Mapping] | None = None, feature_kd: Sequence[Mapping] = (),
+                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None,
+                 task_weighting: Mapping | None = None):
         super().__init__()
+        if dict(student).get("task_weighting") is not None:   # it would weigh nothing: the Distiller's does
+            raise ValueError("Distiller: set model.task_weighting, not model.student.task_weighting (the Distiller "
+                             "weighs its tasks' distillation losses)")
         data_args = {"head_args": dict(head_args)} if head_args else {}   # the student's, from the data
         self.student = MODELS.build(student, num_classes=None if num_classes is None else dict(num_classes),
                                     **data_args)
-        self.teacher_checkpoint = str(teacher_checkpoint)
-        self.teacher = build_teacher(teacher, self.teacher_checkpoint)
-        check_teacher_fits(self.teacher, self.student, self.teacher_checkpoint)
+        specs = parse_teachers(teacher_checkpoint, teacher, teachers)
         self.task_kd, loss_cfgs = resolve_tasks(tasks, self.student.tasks)
+        self.task_weighting = build_task_weighting(task_weighting, self.student.tasks,
+                                                   ratios={t: kd.ratio for t, kd in self.task_kd.items()})
         self.soft_losses = build_soft_losses(loss_cfgs, self.student)
-        self.feature_links, feature_losses = build_feature_kd(feature_kd, self.student, self.teacher)
+        for task, kd in self.task_kd.items():   # a task without a soft loss may still name a known teacher
+            if kd.teacher is not None and task not in loss_cfgs:
+                pick_teacher(f"tasks.{task}", kd.teacher, specs)
+        self.task_teacher = {task: pick_teacher(f"tasks.{task}", self.task_kd[task].teacher, specs)
+                             for task in self.student.tasks if task in loss_cfgs}
+        link_teachers = [pick_teacher(f"feature_kd[{i}]", dict(spec).get("teacher"), specs)
+                         for i, spec in enumerate(feature_kd)]
+        check_every_teacher_used(specs, self.task_teacher, link_teachers)
+        teaches = {name: [t for t, n in self.task_teacher.items() if n == name] for name in specs}
+        self.teachers = TeacherSet(specs, teaches, set(link_teachers), self.student)
+        self.feature_links, feature_losses = build_feature_kd(feature_kd, link_teachers, self.student, self.teachers)
         self.feature_losses = nn.ModuleList(feature_losses)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        self.register_load_state_dict_pre_hook(_keep_teacher_on_load)
+        self.register_load_state_dict_pre_hook(_keep_teachers_on_load)
 
     @staticmethod
     def inference_config(cfg: Mapping) -> dict:
@@ -89,38 +109,58 @@ class Distiller(nn.Module):
     def inference_model(self) -> nn.Module:
         return self.student
 
+    def __getattr__(self, name: str) -> Any:
+        """``.teacher``: the teacher when there is exactly one (``.teachers[name]`` in general)."""
+        if name != "teacher":
+            return super().__getattr__(name)
+        teachers = self.__dict__.get("_modules", {}).get("teachers", {})
+        if len(teachers) != 1:
+            raise AttributeError(f"this Distiller has {len(teachers)} teachers {list(teachers)}; use .teachers[name]")
+        return next(iter(teachers.values()))
+
     @property
     def tasks(self) -> list[str]:
         return list(self.student.tasks)
 
     @property
     def distilled_tasks(self) -> list[str]:
-        """Tasks with a soft loss and ``alpha > 0``: the teacher alone can teach them (no labels needed)."""
+        """Tasks with a soft loss and ``alpha > 0``: their teacher alone can teach them (no labels needed)."""
         return [t for t in self.student.tasks if t in self.soft_losses and self.task_kd[t].alpha > 0]
 
-    def train(self, mode: bool = True) -> "Distiller":
-        """Set the student (and adapters) to ``mode``; the teacher stays in eval mode (BN stats frozen)."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
+    def teacher_fingerprint(self) -> dict[str, dict]:
+        """The teacher set, JSON-able: ``{name: {checkpoint, weights_sha256, tasks, feature_kd}}`` (run checkpoints)."""
+        return self.teachers.fingerprint()
+
+    def check_teachers(self, saved: Mapping[str, Mapping] | None, where: str = "the checkpoint") -> None:
+        """Raise TeacherSetChanged when ``saved`` (a ``teacher_fingerprint()`` from ``where``) differs from this
+        Distiller's teachers; None (a checkpoint from before teachers were recorded) passes."""
+        changes = [] if saved is None else teacher_set_changes(saved, self.teacher_fingerprint())
+        if changes:
+            raise TeacherSetChanged(f"cannot resume from {where}: its run had other teachers: " + "; ".join(changes)
+                                    + ". Resume with the teachers it was trained with, or start a new run "
+                                      "(another --work-dir)")
 
     # -- the loss -------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Batch (see ``mtkd.structures``) -> ``{"loss", "<task>/hard|soft|total", "<task>/<term>", "feat/<i>"}``."""
-        with_feats = len(self.feature_links) > 0
-        with torch.no_grad():  # teacher first: its intermediate maps are freed before the student's are made
-            teacher_out = self.teacher(batch[IMG_KEY], with_feats=with_feats)
-        student_out = self.student(batch[IMG_KEY], with_feats=with_feats)
+        # {teacher: its outputs}, each teacher once under no_grad, first: its maps are freed before the student's
+        teacher_out = self.teachers(batch[IMG_KEY])
+        student_out = self.student(batch[IMG_KEY], with_feats=len(self.feature_links) > 0)
         hard_terms = self.student.loss(student_out, batch)
         losses: dict[str, Tensor] = dict(hard_terms)
         total = batch[IMG_KEY].new_zeros((), dtype=torch.float32)
+        weighted, distilled = {}, self.distilled_tasks   # the tasks with a loss in this batch: task_weighting's
         for task in self.student.tasks:
             task_losses = self._task_losses(task, student_out, teacher_out, hard_terms, batch)
             losses.update(task_losses)
-            total = total + self.task_kd[task].ratio * task_losses[f"{task}/total"]
+            if task in distilled or has_labels(batch, tuple(self.student.heads[task].batch_keys)):
+                weighted[task] = task_losses[f"{task}/total"]
+            else:   # neither labels nor a teacher: an exact zero on the head's output (DDP sees it used)
+                total = total + task_losses[f"{task}/total"]
+        total = total + self.task_weighting(weighted)
         for index, (link, loss_fn) in enumerate(zip(self.feature_links, self.feature_losses)):
             term = link.weight * loss_fn(student_out[FEATS_KEY][link.student_level],
-                                         teacher_out[FEATS_KEY][link.teacher_level])
+                                         teacher_out[link.teacher][FEATS_KEY][link.teacher_level])
             losses[f"feat/{index}"] = term
             total = total + term
         losses["loss"] = total
@@ -143,7 +183,7 @@ class Distiller(nn.Module):
         if task in self.soft_losses:
             target = _task_target(batch, keys) if labelled else None
             with torch.set_grad_enabled(torch.is_grad_enabled() and soft_weight > 0):
-                soft = self._soft_loss(task, student_out[task], teacher_out[task], target)
+                soft = self._soft_loss(task, student_out[task], teacher_out[self.task_teacher[task]][task], target)
         # only terms with a non-zero weight: 0 * (a NaN hard loss) must not poison the sum; a task with
         # neither still yields an exact zero attached to its head's output, so DDP sees every parameter used
         total = student_out[task].float().sum() * 0.0 if hard_weight == 0 and soft_weight == 0 else zero
@@ -159,22 +199,17 @@ class Distiller(nn.Module):
             return loss_fn(student, teacher, target)
         return loss_fn(student, teacher)
 
-    # -- the teacher is never saved nor loaded with the student ---------------------------------------
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> dict:
-        """The student's and adapters' state; every ``teacher.`` key is left out (mmrazor#157)."""
-        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        for key in [k for k in state if k.startswith(f"{prefix}teacher.")]:
-            del state[key]
-        return state
+    # -- teachers are never saved nor loaded with the student (TeacherSet.state_dict is empty) ---------------
 
 
-def _keep_teacher_on_load(module: Distiller, state_dict: dict, prefix: str, *_: Any) -> None:
-    """Load-state-dict pre-hook: drop any ``teacher.`` keys given and keep the teacher's own weights."""
-    teacher_prefix = f"{prefix}teacher."
-    for key in [k for k in state_dict if k.startswith(teacher_prefix)]:
+def _keep_teachers_on_load(module: Distiller, state_dict: dict, prefix: str, *_: Any) -> None:
+    """Load-state-dict pre-hook: drop any ``teachers.`` (or older ``teacher.``) keys given and keep the teachers'
+    own weights."""
+    for key in [k for k in state_dict if k.startswith((f"{prefix}teacher.", f"{prefix}teachers."))]:
         del state_dict[key]
-    for key, value in module.teacher.state_dict(keep_vars=False).items():
-        state_dict[teacher_prefix + key] = value
+    for name, teacher in module.teachers.items():
+        for key, value in teacher.state_dict(keep_vars=False).items():
+            state_dict[f"{prefix}teachers.{name}.{key}"] = value
 
 
 def _task_target(batch: Mapping, keys: tuple[str, ...]) -> Any:
@@ -183,50 +218,6 @@ def _task_target(batch: Mapping, keys: tuple[str, ...]) -> Any:
 
 
 # -- building --------------------------------------------------------------------------------------------
-def build_teacher(teacher_cfg: Mapping | None, path: str) -> nn.Module:
-    """Build the teacher (``teacher_cfg`` or the checkpoint's ``model_config``) and load its weights, strict."""
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise CheckpointError(f"cannot load the teacher checkpoint model.teacher_checkpoint={path!r}: {err}. "
-                              f"To get one, {TRAIN_TEACHER_HINT}") from err
-    cfg = dict(ckpt["model_config"] if teacher_cfg is None else teacher_cfg)
-    if ckpt["model_config"].get("head_args") and "head_args" not in cfg:   # what its data decided (multi_label)
-        cfg["head_args"] = ckpt["model_config"]["head_args"]
-    import_custom_modules(ckpt["config"], f"the config stored in the teacher checkpoint {path}")
-    model = MODELS.build(cfg, num_classes=dict(ckpt["num_classes"]))
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"the weights in the teacher checkpoint {path} do not fit the teacher model "
-            f"({'model.teacher' if teacher_cfg is not None else 'its own model_config'}): "
-            f"{_first_lines(str(err), 12)}\nPass the teacher config it was trained with, or {TRAIN_TEACHER_HINT}"
-        ) from err
-    return model
-
-
-def _first_lines(text: str, count: int) -> str:
-    lines = text.strip().splitlines()
-    more = f"\n\t... ({len(lines) - count} more lines)" if len(lines) > count else ""
-    return "\n".join(lines[:count]) + more
-
-
-def check_teacher_fits(teacher: nn.Module, student: nn.Module, path: str) -> None:
-    """Class counts per task first (naming both numbers), then the models' output check (det grid, ...)."""
-    for task in (t for t in student.tasks if t in teacher.tasks):  # missing tasks: check_distillable
-        n_teacher = getattr(teacher.heads[task], "num_classes", None)
-        n_student = getattr(student.heads[task], "num_classes", None)
-        if n_teacher != n_student:
-            raise ValueError(f"the teacher in {path} predicts {n_teacher} {task} classes but the student has "
-                             f"{n_student} (from its training data); distil a teacher trained on the same "
-                             f"classes")
-    try:
-        check_distillable(teacher, student)
-    except ValueError as err:
-        raise ValueError(f"the teacher in {path} cannot teach this student: {err}") from err
-
-
 def resolve_tasks(tasks: Mapping[str, Mapping],
                   student_tasks: Sequence[str]) -> tuple[dict[str, TaskKD], dict[str, dict]]:
     """``{task: TaskKD}`` for every student task (missing ones: alpha 0, ratio 1) and the soft-loss configs."""
@@ -253,7 +244,7 @@ def resolve_tasks(tasks: Mapping[str, Mapping],
         elif alpha > 0:
             raise ValueError(f"Distiller: tasks.{task} has alpha={alpha} but no soft loss; add e.g. "
                              f"loss=dict(type='LogitKDLoss', temperature=2.0)")
-        task_kd[task] = TaskKD(alpha=alpha, ratio=ratio)
+        task_kd[task] = TaskKD(alpha=alpha, ratio=ratio, teacher=cfg.get("teacher"))
     return task_kd, loss_cfgs
 
 
@@ -273,24 +264,24 @@ def build_soft_losses(loss_cfgs: Mapping[str, Mapping], student: nn.Module) -> n
     return nn.ModuleDict(losses)
 
 
-def build_feature_kd(specs: Sequence[Mapping], student: nn.Module,
-                     teacher: nn.Module) -> tuple[list[FeatureLink], list[nn.Module]]:
-    """Feature-KD links and their losses, built with the student's and teacher's neck channel counts."""
+def build_feature_kd(specs: Sequence[Mapping], link_teachers: Sequence[str], student: nn.Module,
+                     teachers: Mapping[str, nn.Module]) -> tuple[list[FeatureLink], list[nn.Module]]:
+    """Feature-KD links and their losses, built with the student's and each link's teacher's neck channels."""
     links, losses = [], []
-    s_channels, t_channels = list(student.neck.out_channels), list(teacher.neck.out_channels)
-    for index, spec in enumerate(specs):
-        spec = dict(spec)
+    s_channels = list(student.neck.out_channels)
+    for index, (spec, name) in enumerate(zip(specs, link_teachers)):
+        spec, t_channels = dict(spec), list(teachers[name].neck.out_channels)
         where = f"Distiller: feature_kd[{index}]"
         extra = sorted(set(spec) - set(FEATURE_KD_KEYS))
         missing = [k for k in ("student_level", "teacher_level", "loss") if k not in spec]
         if extra or missing:
             raise ValueError(f"{where} has unknown key(s) {extra} / lacks {missing}; expected keys "
-                             f"{list(FEATURE_KD_KEYS)} (weight optional)")
+                             f"{list(FEATURE_KD_KEYS)} (weight optional; teacher optional with one teacher)")
         s_level, t_level = int(spec["student_level"]), int(spec["teacher_level"])
         if not (0 <= s_level < len(s_channels) and 0 <= t_level < len(t_channels)):
             raise ValueError(f"{where}: student_level={s_level} / teacher_level={t_level} out of range; the "
-                             f"student's neck has {len(s_channels)} levels, the teacher's {len(t_channels)}")
+                             f"student's neck has {len(s_channels)} levels, teacher {name!r}'s {len(t_channels)}")
         losses.append(MODELS.build(spec["loss"], student_channels=s_channels[s_level],
                                    teacher_channels=t_channels[t_level]))
-        links.append(FeatureLink(s_level, t_level, float(spec.get("weight", 1.0))))
+        links.append(FeatureLink(s_level, t_level, float(spec.get("weight", 1.0)), name))
     return links, losses

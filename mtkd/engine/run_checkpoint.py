@@ -38,10 +38,14 @@ def save_run(run: Any, name: str) -> Path:
     """Rank 0 writes ``work_dir/name`` atomically, unless a tensor is not finite; other ranks wait.
 
     The epoch's running loss sums are summed over the ranks (a collective) and kept in the loop state, so a
-    mid-epoch resume ends the epoch with the same means. Raises NonFiniteStateError (on every rank).
+    mid-epoch resume ends the epoch with the same means; so does the task weighting's ``sync()`` for its own
+    running state (DWA). Raises NonFiniteStateError (on every rank).
     """
     path = run.work_dir / name
     run.state.epoch_sums = {k: float(dist.all_reduce(v, "sum")) for k, v in run.epoch_sums.items()}
+    sync = getattr(getattr(run.model, "task_weighting", None), "sync", None)
+    if sync is not None:  # a collective: the ranks' task-weighting state made equal (DWA's running sums)
+        sync()
     state = checkpoint_state(run)
     bad = nonfinite_tensors(state)
     if dist.all_reduce(torch.tensor([float(bool(bad))]), "max").item() > 0:
@@ -83,6 +87,7 @@ def checkpoint_state(run: Any) -> dict:
         ckpt["train_state_dict"] = model.state_dict()
     if ema is not None:
         ckpt["ema_state_dict"] = ema.state_dict()
+    ckpt.update(teacher_record(model))
     return ckpt
 
 
@@ -108,6 +113,7 @@ def restore_run(path, run: Any) -> LoopState:
     missing = [k for k in ("optimizer", "scheduler", "loop", "rng") if k not in ckpt]
     if missing:
         raise KeyError(f"{path} cannot be resumed from: it lacks {missing} (a weights-only checkpoint?)")
+    check_teacher_record(ckpt, run.model, path)
     run.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -120,3 +126,19 @@ def restore_run(path, run: Any) -> LoopState:
     run.epoch_sums = {k: torch.tensor(v if keep else 0.0, dtype=torch.float32, device=run.device)
                       for k, v in state.epoch_sums.items()}
     return state
+
+
+# -- a Distiller's teacher set (#16): recorded in every checkpoint, the same one required by --resume ---------
+def teacher_record(model: Any) -> dict:
+    """``{"teachers": {name: {checkpoint, weights_sha256, tasks, feature_kd}}}`` for a model with teachers
+    (a Distiller's ``teacher_fingerprint()``), else ``{}``."""
+    fingerprint = getattr(model, "teacher_fingerprint", None)
+    return {"teachers": fingerprint()} if fingerprint is not None else {}
+
+
+def check_teacher_record(ckpt: dict, model: Any, path) -> None:
+    """A resumed Distiller must have the teachers its run had (``check_teachers`` raises, naming what changed);
+    a checkpoint without the record (older ones) is not checked."""
+    check = getattr(model, "check_teachers", None)
+    if check is not None and "teachers" in ckpt:
+        check(ckpt["teachers"], str(path))

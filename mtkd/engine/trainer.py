@@ -27,19 +27,12 @@ from mtkd.engine.logger import MetricsLog, TensorBoard, format_duration, format_
 from mtkd.engine.optim import build_optimizer, build_scheduler, trainable_parameters
 from mtkd.engine.config_keys import check_config_keys
 from mtkd.engine.run_checkpoint import LoopState, NonFiniteStateError, restore_run, save_run
+from mtkd.engine.signals import SignalStop, TrainingInterrupted, agree_to_stop
 from mtkd.engine.utils import resolve_data_roots, select_device, seed_everything
+from mtkd.models.task_weighting import TaskWeighting
 from mtkd.registry import MODELS
 from mtkd.structures import to_device
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived: the step finished, ``last.pth`` was saved; exit with ``exit_code``."""
-
-    def __init__(self, signum: int, checkpoint: Path | None):
-        self.exit_code = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name} after finishing the current step; "
-                         f"saved {checkpoint}; continue with --resume")
 
 
 class NonFiniteLossError(Exception):
@@ -67,6 +60,7 @@ class Run:
     metrics_log: MetricsLog
     epoch_losses: dict | None = None  # mean of each loss term over the epoch's steps, for metrics.jsonl
     epoch_sums: dict = field(default_factory=dict)  # each loss term summed over the epoch's steps so far
+    epoch_weights: dict = field(default_factory=dict)  # {"weights/<task>": w} of the last epoch, for metrics.jsonl
 
 
 class TrainStep(nn.Module):
@@ -78,31 +72,6 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         return self.model.forward_loss(batch)
-
-
-class SignalStop:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (a second SIGINT quits now)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._old.items():
-            signal.signal(signum, handler)
 
 
 def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict:
@@ -126,6 +95,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool = True) -> dict
         with SignalStop() as stopper:
             while state.epoch < max_epochs:
                 _run_epoch(run, train_loader, stopper, progress, max_epochs)
+                _end_epoch_weighting(run, max_epochs)
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 stop_early = False
                 if state.epoch % val_interval == 0 or state.epoch == max_epochs:
@@ -265,7 +235,7 @@ def _run_epoch(run: Run, loader, stopper: SignalStop, progress: bool, max_epochs
             _log_train(run, means, speed, total, max_epochs)
             bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}")
             sums, count, tick = {}, 0, time.perf_counter()
-        if _agree_to_stop(stopper, run.device):
+        if agree_to_stop(stopper, run.device):
             path = save_run(run, "last.pth")
             raise TrainingInterrupted(stopper.signum or signal.SIGTERM, path)
     bar.close()
@@ -331,14 +301,6 @@ def nonfinite_hints(run: Run) -> list[str]:
     return hints
 
 
-def _agree_to_stop(stopper: SignalStop, device: torch.device) -> bool:
-    """True on every rank once any rank got a signal, so all ranks stop after the same step."""
-    if not dist.is_dist():
-        return stopper.signum is not None
-    flag = torch.tensor([1.0 if stopper.signum is not None else 0.0], device=device)
-    return dist.all_reduce_sum(flag).item() > 0
-
-
 def _log_train(run: Run, means: dict, its: float, total: int, max_epochs: int) -> None:
     state = run.state
     lr = run.optimizer.param_groups[0]["lr"]
@@ -351,6 +313,20 @@ def _log_train(run: Run, means: dict, its: float, total: int, max_epochs: int) -
                    f"lr {lr:.3e}  {its:.2f} it/s  eta {format_duration(remaining / max(its, 1e-9))}{mem}")
     run.tb.scalars(means, state.iter, prefix="train/")
     run.tb.scalars({"lr": lr}, state.iter, prefix="train/")
+
+
+def _end_epoch_weighting(run: Run, max_epochs: int) -> None:
+    """Log the task weighting's weights at the end of the epoch just trained (DWA: the epoch's weights) to
+    the log, TensorBoard and the next metrics.jsonl line, then call its ``epoch_end()``."""
+    weighting = getattr(run.model, "task_weighting", None)
+    if not isinstance(weighting, TaskWeighting):
+        return
+    weights = weighting.weights()
+    run.epoch_weights = {f"weights/{task}": w for task, w in weights.items()}
+    weighting.epoch_end()
+    get_logger().info(f"epoch {run.state.epoch + 1}/{max_epochs} task weights ({type(weighting).__name__}): "
+                      + "  ".join(f"{task} {w:.4f}" for task, w in weights.items()))
+    run.tb.scalars(run.epoch_weights, run.state.iter)
 
 
 def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
@@ -377,7 +353,8 @@ def _evaluate_epoch(run: Run, loader, metrics, progress: bool) -> dict:
         run.tb.image(f"val/prediction_{i}", image, state.iter)
     if run.info.is_main:
         train_losses = {f"train/{k}": v for k, v in (run.epoch_losses or {}).items()}
-        run.metrics_log.write({"epoch": state.epoch, "iter": state.iter, **results, **train_losses})
+        run.metrics_log.write({"epoch": state.epoch, "iter": state.iter, **results, **train_losses,
+                               **run.epoch_weights})
     return results
 
 

@@ -1,9 +1,11 @@
-"""Models: backbones, necks, task heads and the MultiTaskModel that joins them (all in MODELS)."""
+"""Models: backbones, necks, task heads, the MultiTaskModel that joins them, task weightings (all in MODELS)."""
 from mtkd.models.assigners import FCOSAssigner
 from mtkd.models.backbones import SeedConvNet, TimmBackbone
 from mtkd.models.heads import ClsHead, DepthHead, DetHead, SegHead
 from mtkd.models.multitask import MultiTaskModel, check_distillable
 from mtkd.models.necks import FPN, IdentityNeck
+from mtkd.models.task_weighting import DWA, FixedWeighting, TaskWeighting, UncertaintyWeighting
 
-__all__ = ["ClsHead", "DepthHead", "DetHead", "FCOSAssigner", "FPN", "IdentityNeck", "MultiTaskModel", "SeedConvNet",
-           "SegHead", "TimmBackbone", "check_distillable"]
+__all__ = ["ClsHead", "DWA", "DepthHead", "DetHead", "FCOSAssigner", "FPN", "FixedWeighting", "IdentityNeck",
+           "MultiTaskModel", "SeedConvNet", "SegHead", "TaskWeighting", "TimmBackbone", "UncertaintyWeighting",
+           "check_distillable"]

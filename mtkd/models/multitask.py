@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtkd.models.task_weighting import build_task_weighting
 from mtkd.registry import MODELS
 from mtkd.structures import FEATS_KEY, IMG_KEY
 
@@ -69,11 +70,14 @@ class MultiTaskModel(nn.Module):
     {arg: value}}``, e.g. ``multi_label=True`` for multi-hot image labels; the engine records it in the
     model config, so a checkpoint rebuilds the same heads). A head whose config is None is left out (so a
     child config can drop an inherited head: ``heads=dict(depth=None)``). The model never branches on a
-    task's name: a new task is a new head.
+    task's name: a new task is a new head. ``task_weighting`` (``dict(type=...)``, see
+    ``mtkd.models.task_weighting``; default ``FixedWeighting``, every task weight 1) turns the per-task
+    losses into the training loss.
     """
 
     def __init__(self, backbone: Mapping, neck: Mapping | None = None, heads: Mapping[str, Mapping] | None = None,
-                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None):
+                 num_classes: Mapping[str, int] | None = None, head_args: Mapping[str, Mapping] | None = None,
+                 task_weighting: Mapping | None = None):
         super().__init__()
         heads = {task: cfg for task, cfg in (heads or {}).items() if cfg is not None}  # heads.<task>=None drops it
         if not heads:
@@ -93,6 +97,7 @@ class MultiTaskModel(nn.Module):
                             if getattr(head, "num_classes", None) is not None}
         for task, head in self.heads.items():
             check_head(task, head)
+        self.task_weighting = build_task_weighting(task_weighting, self.tasks)
         self._check_raw_outputs()
 
     def _check_raw_outputs(self) -> None:
@@ -150,17 +155,19 @@ class MultiTaskModel(nn.Module):
         return losses
 
     def forward_loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The engine's training call: the loss terms plus ``loss``, their sum.
+        """The engine's training call: the loss terms plus ``loss``, the task weighting of the tasks' losses.
 
         Terms come already weighted by each head's ``loss_weights`` (defaults: SegHead ``ce=1``, DetHead
-        ``box=2, obj=1, cls=1``, ClsHead ``ce=1``).
+        ``box=2, obj=1, cls=1``, ClsHead ``ce=1``); a task's loss is the sum of its terms.
         """
         outputs = self(batch[IMG_KEY])
         losses = self.loss(outputs, batch)
         if not losses:
             raise ValueError(f"the batch has labels for none of the model's tasks {self.tasks} "
                              f"(batch keys: {sorted(batch)})")
-        total = torch.stack(list(losses.values())).sum()
+        task_losses = {task: torch.stack([v for k, v in losses.items() if k.startswith(f"{task}/")]).sum()
+                       for task in self.tasks if self.has_labels(task, batch)}
+        total = self.task_weighting(task_losses)
         for task in self.tasks:  # unlabelled heads stay in the graph with a zero term: DDP needs every grad
             if not self.has_labels(task, batch):
                 total = total + outputs[task].sum() * 0.0

@@ -1,0 +1,9 @@
+# CPU demo: a one-task specialist teacher for cls (image classification): configs/demo/teacher.py (same backbone,
+# width and neck) with only its cls head; one of the four teachers of configs/demo/student_kd_specialists.py.
+#   python tools/train.py configs/demo/teacher_cls.py --work-dir work_dirs/demo/teacher_cls
+_base_ = "./teacher.py"
+model = dict(heads=dict(seg=None, det=None, depth=None))  # heads.<task>=None drops an inherited head
+_tasks = ["cls"]  # read only this task's ground truth (the other heads are gone)
+train_dataloader = dict(dataset=dict(tasks=_tasks))
+val_dataloader = dict(dataset=dict(tasks=_tasks))
+test_dataloader = dict(dataset=dict(tasks=_tasks))
