@@ -77,6 +77,128 @@ def test_quality_keys_come_from_the_results_for_any_task():
         common.quality_keys([{"seg/mIoU": 1.0}])
 
 
+SPEC_TASKS = list(Config.fromfile(REPO / quality.SPECIALISTS_CONFIG).model.tasks)  # one specialist per task
+PRIMARY4 = {**PRIMARY, "depth": "depth/delta1"}
+
+
+def task_run(values: dict, seconds: float = 60.0) -> dict:
+    """A run measured on the tasks of ``values`` only ({task: primary metric value})."""
+    metrics = {PRIMARY4[t]: v for t, v in values.items()}
+    metrics["primary"] = {t: PRIMARY4[t] for t in values}
+    return {"val": metrics, "test": metrics, "seconds": seconds}
+
+
+def test_quality_variants_name_their_teachers_configs_and_weightings():
+    variants = quality.VARIANTS
+    assert quality.DEFAULT_VARIANTS == ["teacher", "scratch", "kd", "kd+feat"]  # --seeds 0 1 2 means what it did
+    assert quality.build_parser().parse_args([]).variants == quality.DEFAULT_VARIANTS
+    assert [n for n in variants if n.startswith("teacher_")] == [f"teacher_{t}" for t in SPEC_TASKS]
+    assert "depth" in SPEC_TASKS
+    for task in SPEC_TASKS:
+        teacher = variants[f"teacher_{task}"]
+        assert teacher.config == f"configs/demo/teacher_{task}.py" and not teacher.teachers
+        heads = Config.fromfile(REPO / teacher.config).model.heads
+        assert [t for t, head in heads.items() if head is not None] == [task]  # heads.<t>=None drops a head
+    spec = variants["kd_spec"]
+    assert spec.teachers == {f"model.teachers.{t}_t.checkpoint": f"teacher_{t}" for t in SPEC_TASKS}
+    assert quality.taught_by(spec) == {t: f"teacher_{t}" for t in SPEC_TASKS}
+    assert quality.taught_by(variants["kd"]) == {t: "teacher" for t in SPEC_TASKS}
+    assert quality.teacher_variants() == {"teacher", *[f"teacher_{t}" for t in SPEC_TASKS]}
+    for name, variant in variants.items():
+        cfg = Config.fromfile(REPO / variant.config).to_dict()
+        assert ablations.option_errors(cfg, [f"{key}=x" for key in variant.teachers]) == [], name
+        assert all(teacher in variants and not variants[teacher].teachers for teacher in variant.teachers.values())
+    for base in ("kd", "kd_spec"):
+        for suffix, kind in (("unc", "UncertaintyWeighting"), ("dwa", "DWA")):
+            learned = variants[f"{base}+{suffix}"]
+            assert learned._replace(options=()) == variants[base]
+            assert learned.options == (f"model.task_weighting.type={kind}",) and MODELS.get(kind) is not None
+            tasks = Config.fromfile(REPO / learned.config).model.tasks
+            assert all(spec.get("ratio", 1.0) == 1.0 for spec in tasks.values())  # a learned weighting needs 1
+    assert quality.needed(["kd_spec+dwa"]) == [f"teacher_{t}" for t in SPEC_TASKS] + ["kd_spec+dwa"]
+
+
+def test_quality_summary_of_specialists_against_a_hand_computation():
+    runs = {"teacher": {0: task_run(dict(seg=30, det=20, cls=50, depth=70)),
+                        1: task_run(dict(seg=32, det=22, cls=52, depth=72))},
+            "scratch": {0: task_run(dict(seg=10, det=5, cls=20, depth=40)),
+                        1: task_run(dict(seg=12, det=5, cls=22, depth=42))},
+            **{f"teacher_{t}": {0: task_run({t: v}, 120.0), 1: task_run({t: v + 2}, 180.0)}
+               for t, v in dict(seg=40, det=15, cls=60, depth=80).items()},
+            "kd_spec": {0: task_run(dict(seg=20, det=6, cls=30, depth=50)),
+                        1: task_run(dict(seg=24, det=4, cls=34, depth=52))}}
+    summary = quality.summarize(runs)
+    stats = summary["stats"]
+    assert summary["keys"] == [PRIMARY4[t] for t in SPEC_TASKS]
+    assert set(stats["teacher_seg"]) == {"seg/mIoU", "seeds"}  # measured on its own task only
+    assert summary["references"] == {"specialists": {"from": {PRIMARY4[t]: f"teacher_{t}" for t in SPEC_TASKS},
+                                                     "of": ["kd_spec"]}}
+    assert stats["specialists"]["seg/mIoU"] == {"mean": 41.0, "std": pytest.approx(math.sqrt(2))}
+    assert stats["specialists"]["det/mAP"]["mean"] == 16.0 and stats["specialists"]["seeds"] == [0, 1]
+    comp = summary["comparisons"]["kd_spec"]
+    assert comp["own_teachers"] == "specialists"
+    seg, det = comp["per_task"]["seg/mIoU"], comp["per_task"]["det/mAP"]
+    assert seg["delta"] == pytest.approx(11.0)                      # 22 - 11
+    assert seg["gap_closed"] == pytest.approx(11 / 20)              # multi-task teacher: 31 - 11
+    assert seg["own_gap_closed"] == pytest.approx(11 / 30)          # specialists: 41 - 11
+    assert det["delta"] == pytest.approx(0.0) and not det["beats_scratch"] and det["paired"]["wins"] == 1
+    assert det["own_gap_closed"] == pytest.approx(0.0) and det["own_teacher_gap"] == pytest.approx(11.0)  # 16 - 5
+    own = [11 / 30, 0.0, 11 / 40, 10 / 40]                          # cls: 32 - 21 of 61 - 21; depth: 51 - 41 of 81 - 41
+    assert comp["mean_own_gap_closed"] == pytest.approx(sum(own) / 4)
+    assert comp["mean_gap_closed"] == pytest.approx((11 / 20 + 0.0 + 11 / 30 + 10 / 30) / 4)
+    text = quality.format_summary(summary, runs, {"seeds": [0, 1], "teacher_seeds": [0],
+                                                  "teacher_seed_of": {"0": 0, "1": 0}})
+    lines = text.splitlines()
+    assert "| teacher_seg | 2 | 41.00 ± 1.41 | - | - | - | 2.5 |" in lines  # (2 + 3 min) / 2
+    assert "| specialists | 2 | 41.00 ± 1.41 | 16.00 ± 1.41 | 61.00 ± 1.41 | 81.00 ± 1.41 | 10.0 |" in lines
+    assert lines.index("| specialists | 2 | 41.00 ± 1.41 | 16.00 ± 1.41 | 61.00 ± 1.41 | 81.00 ± 1.41 | 10.0 |") \
+        == lines.index("| teacher_depth | 2 | - | - | - | 81.00 ± 1.41 | 2.5 |") + 1  # after the teachers
+    assert "| kd_spec | specialists | 37% | 0% | 28% | 25% | 22% |" in lines
+    assert "specialists: each task's metric from the teacher that teaches it to kd_spec (seg/mIoU: teacher_seg" in text
+    assert "teachers: trained at seed 0 (--teacher-seeds 0); student seed -> teacher seed: 0 -> 0, 1 -> 0" in text
+
+
+def fake_train_and_test(calls: list):
+    """A train_and_test that records ``(work dir name, seed, options)`` and measures each config's own tasks."""
+    def run(config, work_dir, data_root, options=(), seed=0, force=False):
+        calls.append((Path(work_dir).name, seed, list(options)))
+        heads = Config.fromfile(REPO / config).model.get("heads") or dict.fromkeys(SPEC_TASKS, {})  # a Distiller: all
+        tasks = [t for t, head in heads.items() if head is not None]
+        return task_run({t: 10.0 + seed for t in tasks})
+    return run
+
+
+def test_teacher_seeds_train_one_teacher_set_for_every_student_seed(tmp_path, tiny_synthetic, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(quality, "train_and_test", fake_train_and_test(calls))
+    work, out = tmp_path / "w", tmp_path / "q.json"
+    common_args = ["--variants", "scratch", "kd_spec", "--data", str(tiny_synthetic), "--work-dir", str(work),
+                   "--teacher-options", "train_cfg.max_epochs=3"]
+    assert quality.main(["--seeds", "0", "1", "--teacher-seeds", "0", "--out", str(out), *common_args]) == 0
+    teachers = [f"teacher_{t}_s0" for t in SPEC_TASKS]
+    assert [c[0] for c in calls] == [*teachers, "scratch_s0", "kd_spec_s0", "scratch_s1", "kd_spec_s1_t0"]
+    for name, seed, options in calls:
+        assert ("train_cfg.max_epochs=3" in options) == name.startswith("teacher_")  # --teacher-options
+        if name.startswith("kd_spec"):  # each task from its specialist of seed 0, for both student seeds
+            assert [o for o in options if o.startswith("model.teachers.")] == [
+                f"model.teachers.{t}_t.checkpoint={work / f'teacher_{t}_s0' / 'best.pth'}" for t in SPEC_TASKS]
+    payload = json.loads(out.read_text())["results"]
+    assert payload["protocol"]["teacher_seeds"] == [0] and payload["protocol"]["teacher_seed_of"] == {"0": 0, "1": 0}
+    assert list(payload["runs"]["teacher_seg"]) == ["0"] and list(payload["runs"]["kd_spec"]) == ["0", "1"]
+    assert payload["runs"]["kd_spec"]["1"]["teacher_seed"] == 0
+    assert payload["summary"]["stats"]["specialists"]["seeds"] == [0]
+    assert "teachers: trained at seed 0 (--teacher-seeds 0)" in capsys.readouterr().out
+    calls.clear()  # the default: each student seed from its own seed's teachers
+    assert quality.main(["--seeds", "0", "1", "--out", str(out), *common_args]) == 0
+    assert [c[0] for c in calls] == [*teachers, "scratch_s0", "kd_spec_s0",
+                                     *[f"teacher_{t}_s1" for t in SPEC_TASKS], "scratch_s1", "kd_spec_s1"]
+    assert json.loads(out.read_text())["results"]["protocol"]["teacher_seeds"] is None
+    assert "each student distilled from the teachers trained at its own seed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        quality.main(["--seeds", "0", "1", "2", "--teacher-seeds", "0", "1", "--out", str(out), *common_args])
+    assert "--teacher-seeds takes one seed or one per --seeds entry (3), got 2" in capsys.readouterr().err
+
+
 GROUPS = ablations.load_groups()
 KD_TASKS = list(Config.fromfile(REPO / ablations.KD_CONFIG).model.tasks)
 
@@ -225,7 +347,7 @@ def test_a_killed_run_is_not_reused_and_is_set_aside(tmp_path):
     assert common.finished(run)
 
 
-def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
+def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic, monkeypatch):
     work = tmp_path / "quality"
     out = tmp_path / "quality.json"
     assert quality.main(["--seeds", "0", "--variants", "scratch", "kd", "--data", str(tiny_synthetic),
@@ -263,6 +385,32 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic):
     assert quality.main(["--seeds", "0", "--variants", "kd", "--data", str(tiny_synthetic), "--work-dir", str(work),
                          "--out", str(tmp_path / "again.json"), "--epochs", "1", "--cfg-options", *TINY]) == 0
     assert json.loads(stale.read_text())["primary"] == saved["primary"]  # tested again
+    # several teachers, shared runs: kd_spec+unc with seg and cls from their specialists (trained here for it),
+    # det and depth from the multi-task teacher above (reused), a learned task weighting on top
+    spec = quality.VARIANTS["kd_spec+unc"]
+    mixed = {key: teacher if teacher in ("teacher_seg", "teacher_cls") else "teacher"
+             for key, teacher in spec.teachers.items()}
+    monkeypatch.setitem(quality.VARIANTS, "kd_spec+unc", spec._replace(teachers=mixed))
+    out = tmp_path / "spec.json"
+    assert quality.main(["--seeds", "0", "--variants", "scratch", "kd_spec+unc", "--data", str(tiny_synthetic),
+                         "--work-dir", str(work), "--out", str(out), "--epochs", "1", "--cfg-options", *TINY]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert list(results["runs"]) == ["teacher", "scratch", "teacher_seg", "teacher_cls", "kd_spec+unc"]
+    assert results["runs"]["teacher"]["0"]["test"] == payload["results"]["runs"]["teacher"]["0"]["test"]  # reused
+    student = Config.fromfile(work / "kd_spec_unc_s0" / "config.py").model
+    assert {name: t.checkpoint for name, t in student.teachers.items()} == {
+        key.split(".")[2]: str(work / f"{teacher}_s0" / "best.pth") for key, teacher in mixed.items()}
+    assert student.task_weighting.type == "UncertaintyWeighting"
+    assert results["runs"]["teacher_seg"]["0"]["test"]["primary"] == {"seg": "seg/mIoU"}  # its one task
+    stats = results["summary"]["stats"]
+    assert set(stats["teacher_cls"]) == {"cls/top1", "seeds"}
+    row = "teachers of kd_spec+unc"  # not "specialists": the multi-task teacher teaches two of its tasks
+    assert results["summary"]["references"][row]["from"] == {
+        primary[t]: mixed[f"model.teachers.{t}_t.checkpoint"] for t in KD_TASKS}
+    assert stats[row]["seg/mIoU"] == stats["teacher_seg"]["seg/mIoU"]
+    assert stats[row]["det/mAP"] == stats["teacher"]["det/mAP"]
+    comparison = results["summary"]["comparisons"]["kd_spec+unc"]
+    assert comparison["own_teachers"] == row and set(comparison["per_task"]) == set(primary.values())
     out = tmp_path / "ablations.json"
     assert ablations.main(["--groups", "det_kd", "--data", str(tiny_synthetic), "--quality-dir", str(work),
                            "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--epochs", "1",
