@@ -16,6 +16,7 @@ from mtkd.distill.teachers import TeacherSetChanged
 from mtkd.engine.config_keys import check_config_keys
 from mtkd.registry import MODELS
 from tests.test_distiller import NUM_CLASSES, STUDENT, TASKS, make_batch, model_cfg
+from tests.test_trainer import run_train, tiny_config
 from tools import train as train_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,29 +255,9 @@ def test_specialist_configs_have_one_head_and_the_kd_config_teaches_each_task_fr
 
 
 # -- end to end: a specialist trained by an ordinary config, then KD from two teachers, resumed --------------
-def small_config(folder: Path, base: str, data: Path, name: str, extra: str = "") -> Path:
-    path = folder / f"{name}.py"
-    path.write_text(f"""
-_base_ = [{str(REPO / 'configs' / base)!r}]
-_pipe = [dict(type="Resize", height=64, width=64), dict(type="Normalize")]
-train_dataloader = dict(batch_size=8, num_workers=0, dataset=dict(data_root={str(data)!r}, pipeline=_pipe))
-val_dataloader = dict(batch_size=8, num_workers=0, dataset=dict(data_root={str(data)!r}, pipeline=_pipe))
-test_dataloader = dict(batch_size=8, num_workers=0, dataset=dict(data_root={str(data)!r}, pipeline=_pipe))
-train_cfg = dict(max_epochs=1)
-param_scheduler = dict(warmup=dict(total_iters=1))
-log_interval = 1
-{extra}
-""")
-    return path
-
-
-def train(config: Path, work_dir: Path, *options: str) -> int:
-    return train_tool.main([str(config), "--work-dir", str(work_dir), "--no-progress", *options])
-
-
 def test_two_teachers_train_resume_and_a_changed_set_is_refused(tmp_path, tiny_synthetic, capsys):
-    specialist = small_config(tmp_path, "demo/teacher_cls.py", tiny_synthetic, "teacher_cls")
-    assert train(specialist, tmp_path / "teacher_cls") == 0   # an ordinary config with one head
+    specialist = tiny_config(tmp_path, "demo/teacher_cls.py", tiny_synthetic, "teacher_cls", batch=8)
+    assert run_train(specialist, tmp_path / "teacher_cls") == 0   # an ordinary config with one head
     cls_ckpt = load_checkpoint(tmp_path / "teacher_cls" / "best.pth")
     assert [t for t, h in cls_ckpt["model_config"]["heads"].items() if h] == ["cls"]
     assert cls_ckpt["num_classes"] == {"cls": 8} and "teachers" not in cls_ckpt   # a plain model: no teacher set
@@ -284,13 +265,13 @@ def test_two_teachers_train_resume_and_a_changed_set_is_refused(tmp_path, tiny_s
     assert "cls/top1" in record and not any(k.startswith(("seg/", "det/", "depth/")) for k in record)
     all_cfg = Config.fromfile(REPO / "configs/demo/teacher.py").model.to_dict()
     full = save_teacher(tmp_path / "full.pth", all_cfg, 0, cls_ckpt["num_classes"] | {"seg": 9, "det": 8})
-    kd = small_config(tmp_path, "demo/student_kd_specialists.py", tiny_synthetic, "kd", f"""
+    kd = tiny_config(tmp_path, "demo/student_kd_specialists.py", tiny_synthetic, "kd", batch=8, extra=f"""
 model = dict(teachers=dict(_delete_=True, cls_t=dict(checkpoint={str(tmp_path / 'teacher_cls' / 'best.pth')!r}),
                            full_t=dict(checkpoint={str(full)!r})),
              tasks=dict(seg=dict(teacher="full_t"), det=dict(teacher="full_t"), cls=dict(teacher="cls_t"),
                         depth=dict(teacher="full_t")))""")
-    assert train(kd, tmp_path / "kd") == 0
-    assert train(kd, tmp_path / "kd", "--resume", "--cfg-options", "train_cfg.max_epochs=2") == 0
+    assert run_train(kd, tmp_path / "kd") == 0
+    assert run_train(kd, tmp_path / "kd", "--resume", "--cfg-options", "train_cfg.max_epochs=2") == 0
     last = load_checkpoint(tmp_path / "kd" / "last.pth")
     assert last["loop"]["epoch"] == 2 and set(last["teachers"]) == {"cls_t", "full_t"}
     assert last["teachers"]["cls_t"]["tasks"] == ["cls"]
@@ -301,7 +282,7 @@ model = dict(teachers=dict(_delete_=True, cls_t=dict(checkpoint={str(tmp_path / 
     assert all(f"{task}/soft" in log for task in ("seg", "det", "cls", "depth"))
     swap = ["--resume", "--cfg-options", "train_cfg.max_epochs=3", f"model.teachers.cls_t.checkpoint={full}"]
     with pytest.raises(TeacherSetChanged, match="teacher 'cls_t' has other weights"):
-        train(kd, tmp_path / "kd", *swap)
+        run_train(kd, tmp_path / "kd", *swap)
     capsys.readouterr()
     argv = [str(kd), "--work-dir", str(tmp_path / "kd"), "--no-progress", *swap]
     assert run_tool(train_tool.main, argv) == 2
