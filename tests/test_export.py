@@ -66,6 +66,24 @@ def test_onnxruntime_matches_pytorch_on_every_head(name, dynamic, tmp_path):
     assert not model.training   # exporting leaves the model's mode alone
 
 
+def test_a_multi_label_head_exports_and_the_onnx_model_decodes_it_as_such(tmp_path):
+    """The data's head_args (multi-label image classes) travel in the stored model config, so the .onnx
+    rebuilds a sigmoid head for decoding: its predictions equal the PyTorch model's."""
+    model_cfg = Config.fromfile(REPO / "configs/demo/student_kd.py").to_dict()["model"]["student"]
+    model_cfg["head_args"] = {"cls": {"multi_label": True}}    # what the trainer records for image_labels="instances"
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg, num_classes=CLASSES).eval()
+    ckpt = {"config": {}, "model_config": model_cfg, "num_classes": CLASSES}
+    path = export_onnx(model, tmp_path / "ml.onnx", (64, 64), metadata=build_metadata(ckpt, model, (64, 64)))
+    onnx_model = OnnxModel(path, threads=1)
+    assert onnx_model.heads["cls"].multi_label
+    img = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model.predict(model(img), {"img": img})["cls"]
+    got = onnx_model.predict(onnx_model(img), {"img": img})["cls"]
+    assert (got - expected).abs().max().item() < 1e-5 and abs(float(got.sum()) - 1.0) > 1e-3   # not a softmax
+
+
 @pytest.fixture(scope="module")
 def demo_export(tmp_path_factory):
     model, ckpt = build_student("demo")
