@@ -111,24 +111,11 @@ def ensure_bench_data(root: str | Path, num_test: int = BENCH_NUM_TEST) -> Path:
     absent) is made again.
     """
     root = Path(root)
-    if synthetic_version(root) != current_synthetic_version():
+    from mtkd.data.synthetic import SYNTHETIC_VERSION, synthetic_version
+
+    if synthetic_version(root) != SYNTHETIC_VERSION:
         run_tool(["tools/make_synthetic.py", "--out", root, "--num-test", str(num_test), "--no-progress"])
     return root
-
-
-def current_synthetic_version() -> int:
-    """The version of the synthetic set the generator writes now (1 before it had a version)."""
-    from mtkd.data import synthetic
-
-    return int(getattr(synthetic, "SYNTHETIC_VERSION", 1))
-
-
-def synthetic_version(root: str | Path) -> int | None:
-    """``info.version`` of the set's ``annotations/instances_test.json`` (1 when absent, None: no such file)."""
-    path = Path(root) / "annotations" / "instances_test.json"
-    if not path.is_file():
-        return None
-    return int((json.loads(path.read_text()).get("info") or {}).get("version", 1))
 
 
 def check_data(parser, root: str) -> None:

@@ -153,14 +153,19 @@ def test_the_model_takes_multi_label_from_the_data_and_refuses_a_config_that_dis
 
 
 def test_drawer_lists_the_classes_present_and_keeps_the_single_label_line():
+    from mtkd.visualization import build_drawers
     from mtkd.visualization.cls import ClassLabelDrawer
 
-    drawer = ClassLabelDrawer("cls", class_names=["cat", "dog", "car"])
-    assert drawer.describe(torch.tensor([0.7, 0.2, 0.95])) == "car:0.9500,cat:0.7000"   # sigmoids: sum != 1
+    drawer = ClassLabelDrawer("cls", class_names=["cat", "dog", "car"], multi_label=True)
+    assert drawer.describe(torch.tensor([0.7, 0.2, 0.95])) == "car:0.9500,cat:0.7000"
     assert drawer.describe(torch.tensor([0.1, 0.2, 0.3])) == "-"
-    assert drawer.describe(torch.tensor([0.2, 0.7, 0.1])) == "dog\t0.7000"                # a softmax
-    assert ClassLabelDrawer("cls", ["cat", "dog", "car"], multi_label=True).describe(
-        torch.tensor([0.2, 0.7, 0.1])) == "dog:0.7000"
+    assert drawer.describe(torch.tensor([0.2, 0.7, 0.1])) == "dog:0.7000"   # told by the data, not guessed
+    single = ClassLabelDrawer("cls", ["cat", "dog", "car"])
+    assert single.describe(torch.tensor([0.2, 0.7, 0.1])) == "dog\t0.7000"
+    built = build_drawers({"cls": dict(type="ClassLabelDrawer")}, ["cls"], {"cls": ["cat", "dog", "car"]},
+                          {"cls": {"multi_label": True}})   # the head_args a multi-label run records
+    assert built["cls"].multi_label
+    assert not build_drawers({"cls": dict(type="ClassLabelDrawer")}, ["cls"])["cls"].multi_label
     image = torch.zeros(3, 24, 96, dtype=torch.uint8)
     for sample in ({"cls": torch.tensor([1.0, 0.0, 1.0])}, {"cls": torch.tensor(2)}):
         drawn = drawer.draw_target(image, sample)

@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from mtkd.cli import run_tool  # noqa: E402
 from mtkd.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from mtkd.config import Config  # noqa: E402
 from mtkd.deploy import DeployError, OnnxModel, build_metadata, export_onnx, read_metadata  # noqa: E402
@@ -195,19 +196,19 @@ class RunsCode:
 def test_export_errors_are_one_line(student_run, tmp_path, capsys):
     ckpt = student_run / "work" / "best.pth"
     out = ["--out", str(tmp_path / "x.onnx")]
-    assert export_tool.main([str(tmp_path / "missing.pth"), *out]) == 2
+    assert run_tool(export_tool.main, [str(tmp_path / "missing.pth"), *out]) == 2
     assert "error: checkpoint not found" in capsys.readouterr().err
     torch.save({"x": RunsCode(tmp_path / "pwned")}, tmp_path / "evil.pth", pickle_module=pickle)
-    assert export_tool.main([str(tmp_path / "evil.pth"), *out]) == 2
+    assert run_tool(export_tool.main, [str(tmp_path / "evil.pth"), *out]) == 2
     assert "refusing to load" in capsys.readouterr().err and not (tmp_path / "pwned").exists()
-    assert export_tool.main([str(ckpt), *out, "--input-size", "60", "64"]) == 2
+    assert run_tool(export_tool.main, [str(ckpt), *out, "--input-size", "60", "64"]) == 2
     assert "input size 60x64 is not a multiple of the model's largest stride 32" in capsys.readouterr().err
     state = load_checkpoint(ckpt)
     state["config"].pop("input_size", None)
     for split in ("val", "test"):
         state["config"][f"{split}_dataloader"]["dataset"]["pipeline"] = [dict(type="Normalize")]
     save_checkpoint(state, tmp_path / "nosize.pth")
-    assert export_tool.main([str(tmp_path / "nosize.pth"), *out]) == 2
+    assert run_tool(export_tool.main, [str(tmp_path / "nosize.pth"), *out]) == 2
     assert "pass --input-size H W" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
@@ -215,10 +216,11 @@ def test_export_errors_are_one_line(student_run, tmp_path, capsys):
 def test_an_onnx_without_mtkd_metadata_is_refused(tmp_path, tiny_synthetic, capsys):
     path = tmp_path / "plain.onnx"
     path.write_bytes(_trace_to_onnx(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 8, 8),), 17, ["img"]))
-    assert test_tool.main([str(path), "--no-progress"]) == 2
+    assert run_tool(test_tool.main, [str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path} has no mtkd metadata: missing ['mtkd_version', 'tasks'") and "tools/export.py" in err
-    assert predict_tool.main([str(path), str(tiny_synthetic / "images" / "test"), "--out-dir", str(tmp_path)]) == 2
+    images = str(tiny_synthetic / "images" / "test")
+    assert run_tool(predict_tool.main, [str(path), images, "--out-dir", str(tmp_path)]) == 2
     assert "has no mtkd metadata" in capsys.readouterr().err
-    assert test_tool.main([str(tmp_path / "none.onnx")]) == 2
+    assert run_tool(test_tool.main, [str(tmp_path / "none.onnx")]) == 2
     assert "ONNX file not found" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mtkd.engine import trainer
+from mtkd.cli import run_tool
 from mtkd.checkpoint import load_checkpoint
 from tools import test as test_tool
 from tools import train as train_tool
@@ -221,7 +222,7 @@ def test_test_tool_refuses_a_checkpoint_that_runs_code(tmp_path, capsys):
     evil = {"state_dict": {}, "model_config": {}, "num_classes": {}, "config": {}, "x": RunsCode(marker)}
     with open(tmp_path / "evil.pth", "wb") as handle:
         torch.save(evil, handle, pickle_module=pickle)
-    assert test_tool.main([str(tmp_path / "evil.pth")]) == 2
+    assert run_tool(test_tool.main, [str(tmp_path / "evil.pth")]) == 2
     assert "refusing to load" in capsys.readouterr().err
     assert not marker.exists()
 

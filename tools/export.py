@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
-from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint  # noqa: E402
-from mtkd.config import Config, ConfigError  # noqa: E402
+from mtkd.checkpoint import build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from mtkd.config import Config  # noqa: E402
 from mtkd.data.builder import build_loader  # noqa: E402
 from mtkd.deploy import (DEFAULT_OPSET, DeployError, OnnxModel, build_metadata, check_input_size,  # noqa: E402
                          config_input_size, export_onnx, model_stride)
@@ -49,17 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        model = build_model_from_checkpoint(ckpt, args.checkpoint)
-        size = input_size(args.input_size, ckpt["config"], args.checkpoint)
-        check_input_size(size, model_stride(model))
-        metadata = build_metadata(ckpt, model, size, args.checkpoint)
-        path = export_onnx(model, args.out, size, args.dynamic_batch, args.opset, metadata)
-        onnx_model = OnnxModel(path)
-    except (CheckpointError, ConfigError, DeployError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ckpt = load_checkpoint(args.checkpoint)   # a CheckpointError, ConfigError or DeployError: one line (run_tool)
+    model = build_model_from_checkpoint(ckpt, args.checkpoint)
+    size = input_size(args.input_size, ckpt["config"], args.checkpoint)
+    check_input_size(size, model_stride(model))
+    metadata = build_metadata(ckpt, model, size, args.checkpoint)
+    path = export_onnx(model, args.out, size, args.dynamic_batch, args.opset, metadata)
+    onnx_model = OnnxModel(path)
     batch = "dynamic" if args.dynamic_batch else "1"
     print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB, opset {args.opset}, input img [{batch}, 3, "
           f"{size[0]}, {size[1]}], outputs {', '.join(model.tasks)}); onnx.checker: ok")

@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
-from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint  # noqa: E402
-from mtkd.config import ConfigError, import_custom_modules  # noqa: E402
+from mtkd.checkpoint import build_model_from_checkpoint  # noqa: E402
+from mtkd.config import import_custom_modules  # noqa: E402
 from mtkd.data.imagefolder import IMAGE_SUFFIXES  # noqa: E402
 from mtkd.data.io import InvalidSampleError, read_rgb  # noqa: E402
 from mtkd.data.transforms import Pipeline  # noqa: E402
-from mtkd.deploy import DeployError, load_source  # noqa: E402
+from mtkd.deploy import load_source  # noqa: E402
 from mtkd.engine.utils import select_device  # noqa: E402
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, save_png  # noqa: E402
 
@@ -50,18 +50,15 @@ def main(argv=None) -> int:
     if not files:
         print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}", file=sys.stderr)
         return 2
-    try:
-        ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
-        import_custom_modules(ckpt["config"], f"the config stored in {args.checkpoint}")
-    except (CheckpointError, ConfigError, DeployError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
+    import_custom_modules(ckpt["config"], f"the config stored in {args.checkpoint}")
     device = select_device(args.device)
     model = build_model_from_checkpoint(ckpt, args.checkpoint, device) if onnx_model is None else onnx_model
     dataset_cfg = ckpt["config"][f"{args.split}_dataloader"]["dataset"]
     pipeline = Pipeline(dataset_cfg.get("pipeline", []))
     mean, std = pipeline.normalization()
-    drawers = build_drawers(ckpt["config"].get("drawers"), model.tasks, class_names(ckpt, dataset_cfg))
+    drawers = build_drawers(ckpt["config"].get("drawers"), model.tasks, class_names(ckpt, dataset_cfg),
+                            ckpt["model_config"].get("head_args"))
     for drawer in drawers.values():
         if args.score_thr is not None and hasattr(drawer, "score_thr"):
             drawer.score_thr = args.score_thr

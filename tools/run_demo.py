@@ -70,15 +70,11 @@ def main(argv=None) -> int:
 def synthetic_is_current(root: Path) -> bool:
     """Whether ``root`` holds a synthetic set made by this version of the generator (older ones lack tasks)."""
     sys.path.insert(0, str(ROOT))
-    from mtkd.data.synthetic import SYNTHETIC_VERSION
-    path = root / "annotations" / "instances_test.json"
-    if not path.is_file():
-        return False
-    version = json.loads(path.read_text()).get("info", {}).get("version")
-    if version != SYNTHETIC_VERSION:
+    from mtkd.data.synthetic import SYNTHETIC_VERSION, synthetic_version
+    version = synthetic_version(root)
+    if version is not None and version != SYNTHETIC_VERSION:
         print(f"{root} was made by an older generator (version {version}, now {SYNTHETIC_VERSION}): remaking it")
-        return False
-    return True
+    return version == SYNTHETIC_VERSION
 
 
 def format_table(rows: dict[str, dict]) -> str:

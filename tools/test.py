@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 import mtkd  # noqa: E402,F401  registers every component
 from mtkd.cli import add_debug_argument, run_tool  # noqa: E402
-from mtkd.checkpoint import CheckpointError, build_model_from_checkpoint  # noqa: E402
-from mtkd.config import Config, ConfigError, DictAction, import_custom_modules  # noqa: E402
+from mtkd.checkpoint import build_model_from_checkpoint  # noqa: E402
+from mtkd.config import Config, DictAction, import_custom_modules  # noqa: E402
 from mtkd.data.builder import build_loader  # noqa: E402
-from mtkd.deploy import DeployError, load_source  # noqa: E402
+from mtkd.deploy import load_source  # noqa: E402
 from mtkd.engine.evaluate import build_metrics, evaluate  # noqa: E402
 from mtkd.engine.utils import select_device, set_data_root  # noqa: E402
 from mtkd.visualization import build_drawers, denormalize, draw_prediction, find_normalize, save_png  # noqa: E402
@@ -54,14 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
-        cfg = Config(ckpt["config"])
-        cfg.merge_from_dict(args.cfg_options or {})
-        import_custom_modules(cfg, f"the config stored in {args.checkpoint}")
-    except (CheckpointError, ConfigError, DeployError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ckpt, onnx_model = load_source(args.checkpoint)   # an .onnx: its metadata and an OnnxModel
+    cfg = Config(ckpt["config"])
+    cfg.merge_from_dict(args.cfg_options or {})
+    import_custom_modules(cfg, f"the config stored in {args.checkpoint}")
     if args.data_root:
         set_data_root(cfg, args.data_root)
     device = select_device(args.device)
@@ -79,7 +75,8 @@ def main(argv=None) -> int:
     tasks = [t for t in model.tasks if t in dataset.tasks]
     metrics = build_metrics(cfg.get("metrics") or {}, tasks, dataset)
     pipeline = cfg[f"{args.split}_dataloader"]["dataset"].get("pipeline")
-    drawers = build_drawers(cfg.get("drawers"), tasks, getattr(dataset, "class_names", None))
+    drawers = build_drawers(cfg.get("drawers"), tasks, getattr(dataset, "class_names", None),
+                            ckpt["model_config"].get("head_args"))
     saver = PredictionSaver(Path(args.show_dir), find_normalize(pipeline), drawers) if args.show_dir else None
     results = evaluate(model, loader, metrics, device, cfg.get("amp"),
                        progress=not args.no_progress and sys.stderr.isatty(), on_batch=saver)

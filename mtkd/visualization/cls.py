@@ -18,16 +18,16 @@ class ClassLabelDrawer(Drawer):
 
     Multi-label predictions (independent sigmoid probabilities ``[C]``) list every class at or above
     ``threshold``, ``name:probability`` by decreasing probability, comma-separated (``-`` when none), and a
-    multi-hot target ``[C]`` its classes. ``multi_label=None`` tells them apart by the values: a ground
-    truth of shape ``[C]`` is multi-hot, and probabilities that do not sum to 1 are not a softmax.
+    multi-hot target ``[C]`` its classes. ``multi_label`` comes from the data (``build_drawers`` passes the
+    ``head_args`` the head was built with), as the head's own does.
     """
 
-    def __init__(self, task: str, class_names=None, threshold: float = 0.5, multi_label: bool | None = None):
+    def __init__(self, task: str, class_names=None, threshold: float = 0.5, multi_label: bool = False):
         super().__init__(task, class_names)
-        self.threshold, self.multi_label = float(threshold), multi_label
+        self.threshold, self.multi_label = float(threshold), bool(multi_label)
 
     def draw(self, image: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        if self.is_multi_label(pred):
+        if self.multi_label:
             return draw_text(image, f"{self.task}: {self.describe(pred)}")
         name, prob = self.top(pred)
         return draw_text(image, f"{self.task}: {name} {prob:.2f}")
@@ -40,18 +40,12 @@ class ClassLabelDrawer(Drawer):
         return draw_text(image, f"{self.task}: {self.name(int(target))}")
 
     def describe(self, pred: torch.Tensor) -> str:
-        if self.is_multi_label(pred):
+        if self.multi_label:
             probs = pred.float()
             ranked = [int(i) for i in probs.argsort(descending=True) if float(probs[i]) >= self.threshold]
             return ",".join(f"{self.name(i)}:{float(probs[i]):.4f}" for i in ranked) or "-"
         name, prob = self.top(pred)
         return f"{name}\t{prob:.4f}"
-
-    def is_multi_label(self, probs: torch.Tensor) -> bool:
-        """``multi_label`` when set, else whether ``probs [C]`` is not a softmax (its sum is not 1)."""
-        if self.multi_label is not None:
-            return bool(self.multi_label)
-        return abs(float(probs.float().sum()) - 1.0) > 1e-3
 
     def top(self, probs: torch.Tensor) -> tuple[str, float]:
         """The most likely class of ``probs [C]`` as (name, probability)."""
