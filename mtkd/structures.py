@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = 255
 FEATS_KEY = "feats"
+TOWERS_KEY = "towers"   # MultiTaskModel.forward(towers=...): {task: head.forward_tower(feats)}
 META_KEY = "meta"
 IMG_KEY = "img"
 

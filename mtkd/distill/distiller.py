@@ -14,7 +14,7 @@ from mtkd.distill.teachers import (TeacherSet, TeacherSetChanged, check_every_te
                                    pick_teacher, teacher_set_changes)
 from mtkd.models.task_weighting import build_task_weighting
 from mtkd.registry import MODELS
-from mtkd.structures import FEATS_KEY, IMG_KEY, has_labels
+from mtkd.structures import FEATS_KEY, IMG_KEY, TOWERS_KEY, has_labels
 
 TASK_KEYS = ("alpha", "ratio", "loss", "teacher")
 FEATURE_KD_KEYS = ("student_level", "teacher_level", "loss", "weight", "teacher")
@@ -92,6 +92,7 @@ class Distiller(nn.Module):
         check_every_teacher_used(specs, self.task_teacher, link_teachers)
         teaches = {name: [t for t, n in self.task_teacher.items() if n == name] for name in specs}
         self.teachers = TeacherSet(specs, teaches, set(link_teachers), self.student)
+        self.cross_head_tasks = bind_cross_head_losses(self.soft_losses, self.student, self.teachers, self.task_teacher)
         self.feature_links, feature_losses = build_feature_kd(feature_kd, link_teachers, self.student, self.teachers)
         self.feature_losses = nn.ModuleList(feature_losses)
         self.register_load_state_dict_pre_hook(_keep_teachers_on_load)
@@ -145,7 +146,8 @@ class Distiller(nn.Module):
         """Batch (see ``mtkd.structures``) -> ``{"loss", "<task>/hard|soft|total", "<task>/<term>", "feat/<i>"}``."""
         # {teacher: its outputs}, each teacher once under no_grad, first: its maps are freed before the student's
         teacher_out = self.teachers(batch[IMG_KEY])
-        student_out = self.student(batch[IMG_KEY], with_feats=len(self.feature_links) > 0)
+        student_out = self.student(batch[IMG_KEY], with_feats=len(self.feature_links) > 0,
+                                   towers=self.cross_head_tasks)
         hard_terms = self.student.loss(student_out, batch)
         losses: dict[str, Tensor] = dict(hard_terms)
         total = batch[IMG_KEY].new_zeros((), dtype=torch.float32)
@@ -183,7 +185,7 @@ class Distiller(nn.Module):
         if task in self.soft_losses:
             target = _task_target(batch, keys) if labelled else None
             with torch.set_grad_enabled(torch.is_grad_enabled() and soft_weight > 0):
-                soft = self._soft_loss(task, student_out[task], teacher_out[self.task_teacher[task]][task], target)
+                soft = self._soft_loss(task, student_out, teacher_out[self.task_teacher[task]][task], target)
         # only terms with a non-zero weight: 0 * (a NaN hard loss) must not poison the sum; a task with
         # neither still yields an exact zero attached to its head's output, so DDP sees every parameter used
         total = student_out[task].float().sum() * 0.0 if hard_weight == 0 and soft_weight == 0 else zero
@@ -193,11 +195,18 @@ class Distiller(nn.Module):
             total = total + soft_weight * soft
         return {f"{task}/hard": hard, f"{task}/soft": soft, f"{task}/total": total}
 
-    def _soft_loss(self, task: str, student: Tensor, teacher: Tensor, target: Any) -> Tensor:
+    def _soft_loss(self, task: str, student_out: Mapping, teacher: Tensor, target: Any) -> Tensor:
+        """The task's soft loss on the student's raw output, or (CrossKD) on its head's towers, which go
+        through the teacher head's prediction layers."""
         loss_fn = self.soft_losses[task]
+        student = student_out[task]
+        extra: tuple = ()
+        if task in self.cross_head_tasks:
+            student = student_out[TOWERS_KEY][task]
+            extra = (self.teachers[self.task_teacher[task]].heads[task],)
         if getattr(loss_fn, "needs_target", False):
-            return loss_fn(student, teacher, target)
-        return loss_fn(student, teacher)
+            return loss_fn(student, teacher, *extra, target)
+        return loss_fn(student, teacher, *extra)
 
     # -- teachers are never saved nor loaded with the student (TeacherSet.state_dict is empty) ---------------
 
@@ -262,6 +271,18 @@ def build_soft_losses(loss_cfgs: Mapping[str, Mapping], student: nn.Module) -> n
             raise ValueError(f"Distiller: tasks.{task}.loss={cfg.get('type')!r} does not fit the student's "
                              f"{task} head: {err}") from err
     return nn.ModuleDict(losses)
+
+
+def bind_cross_head_losses(soft_losses: Mapping[str, nn.Module], student: nn.Module, teachers: Mapping,
+                           task_teacher: Mapping[str, str]) -> list[str]:
+    """Bind each cross-head soft loss (CrossKD) to the student's and its teacher's heads; its tasks."""
+    tasks = []
+    for task, loss in soft_losses.items():
+        if getattr(loss, "cross_head", False):
+            name = task_teacher[task]
+            loss.bind(student.heads[task], teachers[name].heads[task], f"Distiller: tasks.{task} (teacher {name!r})")
+            tasks.append(task)
+    return tasks
 
 
 def build_feature_kd(specs: Sequence[Mapping], link_teachers: Sequence[str], student: nn.Module,

@@ -17,8 +17,7 @@ from torch import Tensor, nn
 from mtkd.registry import MODELS
 from mtkd.structures import IGNORE_INDEX
 
-DET_KD_NORMALIZE = ("mean", "teacher_objectness")  # DetOutputMSELoss(normalize=...)
-FEATURE_KD_MODES = ("mse", "cosine", "pearson")     # FeatureKDLoss(mode=...)
+STANDARDIZE_EPS = 1e-7  # logit standardization's (z - mean) / (std + eps), as in Sun et al.'s code
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -53,15 +52,47 @@ def _resize_to(maps: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
+# -- logit standardization ---------------------------------------------------------------------------
+def standardize_logits(logits: Tensor, dim: int = 1) -> Tensor:
+    """Sun et al. 2024, "Logit Standardization in Knowledge Distillation" (CVPR): each logit vector along
+    ``dim`` becomes ``(z - mean(z)) / (std(z) + 1e-7)``, std unbiased, as in the authors' code.
+
+    The student then matches the teacher's ranking and relative gaps instead of its logit range, which a
+    smaller network cannot reach; the shared temperature no longer has to fit both. Computed in float32
+    for half-precision inputs. Needs at least 2 classes along ``dim``.
+    """
+    if logits.shape[dim] < 2:
+        raise ValueError(f"logit standardization needs at least 2 classes along dim {dim}, got logits of "
+                         f"shape {tuple(logits.shape)}")
+    logits = _at_least_fp32(logits)
+    mean = logits.mean(dim=dim, keepdim=True)
+    std = logits.std(dim=dim, keepdim=True)   # unbiased (correction=1), as torch.Tensor.std in their code
+    return (logits - mean) / (std + STANDARDIZE_EPS)
+
+
+def refuse_standardize(name: str, standardize: bool, compares: str) -> None:
+    """``standardize=True`` on a loss with no class-logit vectors (a regression, features) is an error."""
+    if standardize:
+        raise ValueError(f"{name}: standardize=True has no meaning here: logit standardization (Sun et al. 2024) "
+                         f"rescales vectors of class logits before a softmax, and {name} compares {compares}. "
+                         f"Losses that take it: {', '.join(STANDARDIZABLE)}")
+
+
+STANDARDIZABLE = ("LogitKDLoss", "DKDLoss", "PixelwiseKLLoss", "DetOutputMSELoss (its class part)")
+
+
 # -- functional core ---------------------------------------------------------------------------------
-def logit_kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
-    """Hinton et al. 2015 KD: ``T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes, batch mean.
+def logit_kd_loss(student: Tensor, teacher: Tensor, temperature: float, standardize: bool = False) -> Tensor:
+    """Hinton et al. 2015 KD: ``T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes, batch mean;
+    with ``standardize`` both logit vectors are standardized first (:func:`standardize_logits`).
 
     Args: student, teacher: logits ``[B, C]``.
     """
     _check_same_shape("LogitKDLoss", student, teacher, "[B, C] logits")
     if student.dim() != 2:
         raise ValueError(f"LogitKDLoss: expected logits [B, C], got shape {tuple(student.shape)}")
+    if standardize:
+        student, teacher = standardize_logits(student), standardize_logits(teacher)
     log_p_s = F.log_softmax(student / temperature, dim=1)
     log_p_t = F.log_softmax(teacher / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
@@ -69,8 +100,9 @@ def logit_kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tenso
 
 
 def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, target: Tensor | None = None,
-                      ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Per-pixel KD: ``T^2 * KL`` summed over classes, averaged over the kept pixels.
+                      ignore_index: int = IGNORE_INDEX, standardize: bool = False) -> Tensor:
+    """Per-pixel KD: ``T^2 * KL`` summed over classes, averaged over the kept pixels; with ``standardize``
+    each pixel's class-logit vector is standardized first (teacher after resizing).
 
     Args: student ``[B, C, h, w]``; teacher ``[B, C, H, W]`` (resized to ``h, w``); target ``[B, H0, W0]``
     labels, resized with nearest to ``h, w``, where ``ignore_index`` pixels are excluded. All pixels
@@ -78,6 +110,8 @@ def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, targ
     """
     _check_maps("PixelwiseKLLoss", student, teacher)
     teacher = _resize_to(teacher, student.shape[-2:])
+    if standardize:
+        student, teacher = standardize_logits(student), standardize_logits(teacher)
     log_p_s = F.log_softmax(student / temperature, dim=1)
     log_p_t = F.log_softmax(teacher / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # [B, h, w]
@@ -91,82 +125,15 @@ def pixelwise_kl_loss(student: Tensor, teacher: Tensor, temperature: float, targ
     return (kl * keep).sum() / keep.sum().clamp(min=1) * temperature ** 2
 
 
-def det_output_mse_loss(student: Tensor, teacher: Tensor, box: float = 1.0, obj: float = 1.0, cls: float = 1.0,
-                        objectness_weighted: bool = False, probabilities: bool = False,
-                        normalize: str = "mean") -> Tensor:
-    """MSE between raw detection outputs ``[B, N, 5 + C]``: ``box * MSE(:4) + obj * MSE(4) + cls * MSE(5:)``.
-
-    With ``objectness_weighted`` the box and class errors at each location are multiplied by the
-    teacher's ``sigmoid`` objectness there (Mehta & Ozturk 2018, "Object detection at 200 Frames Per
-    Second", objectness-scaled distillation), so that the many background locations do not dominate; the
-    objectness term itself stays unweighted, as in the paper. Each term is a mean over its elements.
-    With ``probabilities`` the objectness and class errors are taken between ``sigmoid`` probabilities,
-    as the paper does, instead of raw logits (box regression stays raw): confident negatives, whose logits
-    can differ by several units while both mean "no object", then no longer dominate the loss.
-
-    ``normalize`` says what the errors are divided by. ``"mean"``: each term is a mean over its elements,
-    so it shrinks with the share of background locations (in the demo, 1/50 to 1/100 of the hard det loss).
-    ``"teacher_objectness"``: every term is summed (over locations, coordinates and classes) and divided
-    by the teacher's total objectness ``sum(sigmoid(t_obj))``, its soft count of objects in the batch
-    (at least 1), as the hard loss divides its sums by the number of positives; the soft loss then has the
-    hard loss's scale whatever the image size or the share of background.
-    """
-    if normalize not in DET_KD_NORMALIZE:
-        raise ValueError(f"DetOutputMSELoss: normalize must be one of {DET_KD_NORMALIZE}, got {normalize!r}")
-    _check_same_shape("DetOutputMSELoss", student, teacher, "raw det outputs [B, N, 5 + C]")
-    if student.dim() != 3 or student.shape[-1] < 6:
-        raise ValueError(f"DetOutputMSELoss: expected raw det outputs [B, N, 5 + C] with C >= 1, got shape "
-                         f"{tuple(student.shape)}")
-    student, teacher = _at_least_fp32(student), _at_least_fp32(teacher)  # sums over B * N: not in bf16 (AMP)
-    teacher_objectness = teacher[..., 4:5].sigmoid()  # [B, N, 1]
-    if probabilities:
-        student = torch.cat([student[..., :4], student[..., 4:].sigmoid()], dim=-1)
-        teacher = torch.cat([teacher[..., :4], teacher[..., 4:].sigmoid()], dim=-1)
-    sq_err = (student - teacher) ** 2  # [B, N, 5 + C]
-    box_err, obj_err, cls_err = sq_err[..., :4], sq_err[..., 4], sq_err[..., 5:]
-    if objectness_weighted:
-        box_err, cls_err = box_err * teacher_objectness, cls_err * teacher_objectness
-    if normalize == "mean":
-        return box * box_err.mean() + obj * obj_err.mean() + cls * cls_err.mean()
-    total = box * box_err.sum() + obj * obj_err.sum() + cls * cls_err.sum()
-    return total / teacher_objectness.sum().clamp(min=1.0)
-
-
-def feature_kd_loss(student: Tensor, teacher: Tensor, mode: str = "mse") -> Tensor:
-    """Distance between adapted student features and teacher features ``[B, C, H, W]`` (teacher resized).
-
-    ``mse``: mean squared error over all elements (FitNets, Romero et al. 2015). ``cosine``: ``1 - cos``
-    between the channel vectors at each location, averaged over locations. ``pearson``: both maps
-    normalized per channel to zero mean and unit variance over the batch and locations, then half the MSE,
-    i.e. ``1 - Pearson correlation`` per channel (PKD, Cao et al. 2022): free of the teacher's feature
-    magnitude, so one weight suits every level and teacher.
-    """
-    _check_maps("FeatureKDLoss", student, teacher)
-    teacher = _resize_to(teacher, student.shape[-2:])
-    if mode == "mse":
-        return F.mse_loss(student, teacher)
-    if mode == "cosine":
-        return (1.0 - F.cosine_similarity(student, teacher, dim=1)).mean()
-    if mode == "pearson":
-        return F.mse_loss(_standardize_channels(student), _standardize_channels(teacher)) / 2
-    raise ValueError(f"FeatureKDLoss: mode must be one of {FEATURE_KD_MODES}, got {mode!r}")
-
-
-def _standardize_channels(maps: Tensor, eps: float = 1e-6) -> Tensor:
-    """``[B, C, H, W]`` with each channel shifted and scaled to mean 0, std 1 over ``(B, H, W)``."""
-    mean = maps.mean(dim=(0, 2, 3), keepdim=True)
-    std = maps.std(dim=(0, 2, 3), keepdim=True, correction=0)
-    return (maps - mean) / (std + eps)
-
-
 def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor | None, alpha: float = 1.0, beta: float = 8.0,
-             temperature: float = 4.0) -> Tensor:
+             temperature: float = 4.0, standardize: bool = False) -> Tensor:
     """Decoupled KD (Zhao et al. 2022): ``T^2 * (alpha * TCKD + beta * NCKD)``, batch mean.
 
     TCKD is the KL between the binary (target, rest) probabilities, NCKD the KL between the distributions
     over the non-target classes. Args: logits ``[B, C]``, target class ids ``[B]``, or None (a batch
     without labels): then the teacher's top class ``teacher.argmax(1)`` is the target, so that DKD trains on
     partially labelled data (the split then follows the teacher's belief instead of the ground truth).
+    With ``standardize`` both logit vectors are standardized first (Sun et al. 2024 apply it to DKD too).
     """
     _check_same_shape("DKDLoss", student, teacher, "[B, C] logits")
     if student.dim() != 2 or student.shape[1] < 2:
@@ -179,6 +146,8 @@ def dkd_loss(student: Tensor, teacher: Tensor, target: Tensor | None, alpha: flo
     if target.numel() and (target.min() < 0 or target.max() >= student.shape[1]):
         raise ValueError(f"DKDLoss: target class ids must be in [0, {student.shape[1]}), got "
                          f"{target.min().item()}..{target.max().item()}")
+    if standardize:
+        student, teacher = standardize_logits(student), standardize_logits(teacher)
     gt_mask = F.one_hot(target, student.shape[1]).bool()
     tckd = _kl_rows(_binary_log_probs(teacher / temperature, gt_mask),
                     _binary_log_probs(student / temperature, gt_mask))
@@ -240,6 +209,19 @@ class SoftLoss(nn.Module):
         return self
 
 
+def _check_standardizable(name: str, standardize: bool, signature: Mapping) -> None:
+    """Standardization needs a softmax over at least 2 classes: not a multi-label head, not one class."""
+    if not standardize:
+        return
+    if signature.get("multi_label"):
+        raise ValueError(f"{name}(standardize=True): the head ({signature.get('head')}) is multi-label (an independent "
+                         f"sigmoid per class); logit standardization rescales a softmax's logit vector, which such a "
+                         f"head has not; drop standardize")
+    if signature.get("num_classes") is not None and int(signature["num_classes"]) < 2:
+        raise ValueError(f"{name}(standardize=True): the head ({signature.get('head')}) has "
+                         f"{signature['num_classes']} class; standardizing a vector needs at least 2")
+
+
 def _refuse_multi_label(name: str, signature: Mapping) -> None:
     if signature.get("multi_label"):
         raise ValueError(f"{name} compares softmax distributions over mutually exclusive classes, but the head "
@@ -251,18 +233,21 @@ def _refuse_multi_label(name: str, signature: Mapping) -> None:
 class LogitKDLoss(SoftLoss):
     """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": KD on logits ``[B, C]``.
 
+    ``standardize=True``: logit standardization first (Sun et al. 2024, :func:`standardize_logits`).
     On a multi-label head (``output_signature()["multi_label"]``) the softmax has no meaning; there it
     becomes ``MultiLabelKDLoss`` (binary KD per class) with the same temperature and weight.
     """
 
-    def __init__(self, temperature: float = 2.0, loss_weight: float = 1.0):
+    def __init__(self, temperature: float = 2.0, loss_weight: float = 1.0, standardize: bool = False):
         super().__init__(loss_weight)
         self.temperature = _check_temperature("LogitKDLoss", temperature)
+        self.standardize = bool(standardize)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        return self.loss_weight * logit_kd_loss(student, teacher, self.temperature)
+        return self.loss_weight * logit_kd_loss(student, teacher, self.temperature, self.standardize)
 
     def for_output(self, signature: Mapping) -> nn.Module:
+        _check_standardizable("LogitKDLoss", self.standardize, signature)
         if not signature.get("multi_label"):
             return self
         return MODELS.build(dict(type="MultiLabelKDLoss", temperature=self.temperature, loss_weight=self.loss_weight))
@@ -275,67 +260,25 @@ class PixelwiseKLLoss(SoftLoss):
     Averaged over pixels but not over classes: ``KLDivLoss(reduction="mean")`` of the original recipe also
     divides by C, which shrinks the soft loss (and its gradient) by the class count, silently changing
     what ``alpha`` means from one dataset to another; the per-pixel KL is a sum over classes.
+    ``standardize=True``: each pixel's logit vector is standardized first (Sun et al. 2024).
     """
 
     needs_target = True  # optional: only the ignore mask is read
 
-    def __init__(self, temperature: float = 2.0, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0):
+    def __init__(self, temperature: float = 2.0, ignore_index: int = IGNORE_INDEX, loss_weight: float = 1.0,
+                 standardize: bool = False):
         super().__init__(loss_weight)
         self.temperature = _check_temperature("PixelwiseKLLoss", temperature)
         self.ignore_index = int(ignore_index)
+        self.standardize = bool(standardize)
 
     def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
-        loss = pixelwise_kl_loss(student, teacher, self.temperature, target, self.ignore_index)
+        loss = pixelwise_kl_loss(student, teacher, self.temperature, target, self.ignore_index, self.standardize)
         return self.loss_weight * loss
 
-
-@MODELS.register_module()
-class DetOutputMSELoss(SoftLoss):
-    """MSE on det outputs ``[B, N, 5 + C]`` (Mehta & Ozturk 2018): optional objectness weighting,
-    objectness/class errors on logits or (``probabilities=True``, the paper's form) on sigmoid probabilities,
-    and a mean over elements or (``normalize="teacher_objectness"``) a sum over the teacher's object count."""
-
-    def __init__(self, box: float = 1.0, obj: float = 1.0, cls: float = 1.0, objectness_weighted: bool = False,
-                 probabilities: bool = False, normalize: str = "mean", loss_weight: float = 1.0):
-        super().__init__(loss_weight)
-        if normalize not in DET_KD_NORMALIZE:
-            raise ValueError(f"DetOutputMSELoss: normalize must be one of {DET_KD_NORMALIZE}, got {normalize!r}")
-        self.box, self.obj, self.cls = float(box), float(obj), float(cls)
-        self.objectness_weighted = bool(objectness_weighted)
-        self.probabilities = bool(probabilities)
-        self.normalize = normalize
-
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        loss = det_output_mse_loss(student, teacher, self.box, self.obj, self.cls, self.objectness_weighted,
-                                   self.probabilities, self.normalize)
-        return self.loss_weight * loss
-
-
-@MODELS.register_module()
-class FeatureKDLoss(SoftLoss):
-    """FitNets-style hint loss (Romero et al. 2015): 1x1 conv adapter on the student map, then MSE, cosine
-    or PKD's Pearson form (Cao et al. 2022; see :func:`feature_kd_loss`).
-
-    The adapter maps ``student_channels`` to ``teacher_channels`` and trains with the student; with equal
-    channel counts it starts as the identity, so identical features start at zero loss.
-    """
-
-    def __init__(self, student_channels: int, teacher_channels: int, mode: str = "mse", loss_weight: float = 1.0):
-        super().__init__(loss_weight)
-        if mode not in FEATURE_KD_MODES:
-            raise ValueError(f"FeatureKDLoss: mode must be one of {FEATURE_KD_MODES}, got {mode!r}")
-        self.mode = mode
-        self.adapter = nn.Conv2d(int(student_channels), int(teacher_channels), kernel_size=1)
-        if student_channels == teacher_channels:
-            with torch.no_grad():
-                self.adapter.weight.copy_(torch.eye(teacher_channels)[:, :, None, None])
-                self.adapter.bias.zero_()
-
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        if student.dim() != 4 or student.shape[1] != self.adapter.in_channels:
-            raise ValueError(f"FeatureKDLoss: expected student features [B, {self.adapter.in_channels}, H, W], "
-                             f"got shape {tuple(student.shape)}")
-        return self.loss_weight * feature_kd_loss(self.adapter(student), teacher, self.mode)
+    def for_output(self, signature: Mapping) -> nn.Module:
+        _check_standardizable("PixelwiseKLLoss", self.standardize, signature)
+        return self
 
 
 @MODELS.register_module()
@@ -343,21 +286,25 @@ class DKDLoss(SoftLoss):
     """Zhao et al. 2022, "Decoupled Knowledge Distillation": TCKD + NCKD on logits ``[B, C]``.
 
     Reads the class labels; on a batch without them (``target=None``) the teacher's top class stands in.
+    ``standardize=True``: logit standardization first (Sun et al. 2024).
     """
 
     needs_target = True
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, loss_weight: float = 1.0):
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, loss_weight: float = 1.0,
+                 standardize: bool = False):
         super().__init__(loss_weight)
         self.alpha, self.beta = float(alpha), float(beta)
         self.temperature = _check_temperature("DKDLoss", temperature)
+        self.standardize = bool(standardize)
 
     def forward(self, student: Tensor, teacher: Tensor, target: Tensor | None = None) -> Tensor:
-        loss = dkd_loss(student, teacher, target, self.alpha, self.beta, self.temperature)
+        loss = dkd_loss(student, teacher, target, self.alpha, self.beta, self.temperature, self.standardize)
         return self.loss_weight * loss
 
     def for_output(self, signature: Mapping) -> nn.Module:
         _refuse_multi_label("DKDLoss", signature)
+        _check_standardizable("DKDLoss", self.standardize, signature)
         return self
 
 
@@ -365,44 +312,10 @@ class DKDLoss(SoftLoss):
 class CWDLoss(SoftLoss):
     """Shu et al. 2021, "Channel-wise Knowledge Distillation for Dense Prediction", on maps ``[B, C, H, W]``."""
 
-    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0):
+    def __init__(self, temperature: float = 4.0, loss_weight: float = 1.0, standardize: bool = False):
         super().__init__(loss_weight)
+        refuse_standardize("CWDLoss", standardize, "each channel's spatial distribution (not a class-logit vector)")
         self.temperature = _check_temperature("CWDLoss", temperature)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return self.loss_weight * cwd_loss(student, teacher, self.temperature)
-
-
-# -- depth -------------------------------------------------------------------------------------------
-DEPTH_KD_MODES = ("l1", "l2")  # DepthKDLoss(mode=...)
-
-
-def depth_kd_loss(student: Tensor, teacher: Tensor, mode: str = "l1") -> Tensor:
-    """Pixel-wise distillation of depth (Liu et al. 2020, "Structured Knowledge Distillation for Dense
-    Prediction", its pixel-wise term on regression maps): ``mean |s - t|`` (``l1``) or ``mean (s - t)^2``
-    (``l2``) over pixels between log-depth maps ``[B, 1, h, w]``; the teacher is resized (bilinear) to the
-    student's ``h, w``. In log space the error is relative, so near and far pixels weigh alike.
-    """
-    if mode not in DEPTH_KD_MODES:
-        raise ValueError(f"DepthKDLoss: mode must be one of {DEPTH_KD_MODES}, got {mode!r}")
-    _check_maps("DepthKDLoss", student, teacher)
-    if student.shape[1] != 1:
-        raise ValueError(f"DepthKDLoss: expected log-depth maps [B, 1, H, W], got student {tuple(student.shape)} "
-                         f"and teacher {tuple(teacher.shape)}")
-    student, teacher = _at_least_fp32(student), _at_least_fp32(teacher)
-    diff = student - _resize_to(teacher, student.shape[-2:])
-    return diff.abs().mean() if mode == "l1" else (diff ** 2).mean()
-
-
-@MODELS.register_module()
-class DepthKDLoss(SoftLoss):
-    """Pixel-wise KD of log-depth maps ``[B, 1, H, W]`` (Liu et al. 2020), L1 or L2; see :func:`depth_kd_loss`."""
-
-    def __init__(self, mode: str = "l1", loss_weight: float = 1.0):
-        super().__init__(loss_weight)
-        if mode not in DEPTH_KD_MODES:
-            raise ValueError(f"DepthKDLoss: mode must be one of {DEPTH_KD_MODES}, got {mode!r}")
-        self.mode = mode
-
-    def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
-        return self.loss_weight * depth_kd_loss(student, teacher, self.mode)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtkd.distill.losses import SoftLoss, _at_least_fp32, _check_same_shape, _check_temperature
+from mtkd.distill.losses import SoftLoss, _at_least_fp32, _check_same_shape, _check_temperature, refuse_standardize
 from mtkd.registry import MODELS
 
 
@@ -41,8 +41,9 @@ class MultiLabelKDLoss(SoftLoss):
     means the same whatever the class count.
     """
 
-    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0, standardize: bool = False):
         super().__init__(loss_weight)
+        refuse_standardize("MultiLabelKDLoss", standardize, "independent per-class sigmoids (no softmax)")
         self.temperature = _check_temperature("MultiLabelKDLoss", temperature)
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:

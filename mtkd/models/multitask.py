@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,7 +10,7 @@ from torch import nn
 
 from mtkd.models.task_weighting import build_task_weighting
 from mtkd.registry import MODELS
-from mtkd.structures import FEATS_KEY, IMG_KEY
+from mtkd.structures import FEATS_KEY, IMG_KEY, TOWERS_KEY
 
 
 def resolve_num_classes(task: str, head_cfg: Mapping, num_classes: Mapping[str, int] | None) -> dict:
@@ -82,9 +82,10 @@ class MultiTaskModel(nn.Module):
         heads = {task: cfg for task, cfg in (heads or {}).items() if cfg is not None}  # heads.<task>=None drops it
         if not heads:
             raise ValueError("MultiTaskModel needs at least one head, e.g. heads=dict(cls=dict(type='ClsHead'))")
-        if FEATS_KEY in heads:
-            raise ValueError(f"MultiTaskModel: {FEATS_KEY!r} cannot name a task: forward(with_feats=True) returns "
-                             f"the neck's maps under that key (tasks: {list(heads)})")
+        for key in (FEATS_KEY, TOWERS_KEY):
+            if key in heads:
+                raise ValueError(f"MultiTaskModel: {key!r} cannot name a task: forward returns the neck's maps or "
+                                 f"the heads' towers under that key (tasks: {list(heads)})")
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(dict(neck or dict(type="IdentityNeck")),
                                  in_channels=self.backbone.out_channels, in_strides=self.backbone.strides)
@@ -126,10 +127,21 @@ class MultiTaskModel(nn.Module):
         """What is evaluated and saved (a Distiller returns its student)."""
         return self
 
-    def forward(self, img: torch.Tensor, with_feats: bool = False) -> dict[str, Any]:
-        """``img [B, 3, H, W]`` -> ``{task: raw}`` (see mtkd.structures), plus ``feats`` (neck maps) if asked."""
+    def forward(self, img: torch.Tensor, with_feats: bool = False, towers: Sequence[str] = ()) -> dict[str, Any]:
+        """``img [B, 3, H, W]`` -> ``{task: raw}`` (see mtkd.structures), plus ``feats`` (neck maps) if asked,
+        and ``towers``: ``{task: head.forward_tower(feats)}`` for the tasks named (heads that declare the split,
+        heads/base.py), whose raw output is then computed from those towers."""
         feats = self.neck(self.backbone(img))
-        outputs: dict[str, Any] = {task: head(feats) for task, head in self.heads.items()}
+        outputs: dict[str, Any] = {}
+        tower_maps: dict[str, Any] = {}
+        for task, head in self.heads.items():
+            if task in towers:
+                tower_maps[task] = head.forward_tower(feats)
+                outputs[task] = head.forward_pred(tower_maps[task])
+            else:
+                outputs[task] = head(feats)
+        if towers:
+            outputs[TOWERS_KEY] = tower_maps
         if not getattr(self, "_outputs_checked", True):
             self._check_outputs(outputs)
         if with_feats:

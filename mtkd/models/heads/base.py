@@ -4,6 +4,11 @@ the Semantic-FPN fusion of the dense heads (seg, depth).
 A head is an ``nn.Module`` with ``forward(feats) -> raw``, ``loss(raw, batch) -> {name: Tensor}`` (terms
 already multiplied by their weight), ``predict(raw, batch) -> list`` (one item per image),
 ``batch_keys`` (the batch keys of its ground truth), ``num_classes`` and ``output_signature()``.
+
+A head may also declare where its towers end and its prediction layers begin (CrossKD, ``mtkd.distill.crosskd``
+uses it): ``forward_tower(feats) -> {branch: [maps [B, C_branch, h, w] per level]}``, ``forward_pred(tower)
+-> raw`` with ``forward(feats) == forward_pred(forward_tower(feats))``, and ``tower_channels() -> {branch:
+C_branch}``. :func:`has_split` says whether a head declares it.
 """
 from __future__ import annotations
 
@@ -16,6 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkd.structures import IMG_KEY
+
+
+SPLIT_MEMBERS = ("forward_tower", "forward_pred", "tower_channels")
+
+
+def has_split(head: nn.Module) -> bool:
+    """Whether ``head`` declares its tower / prediction-layer split (every one of ``SPLIT_MEMBERS``)."""
+    return all(callable(getattr(head, name, None)) for name in SPLIT_MEMBERS)
 
 
 def input_hw(batch: Mapping[str, Any]) -> tuple[int, int]:

@@ -74,14 +74,24 @@ class DetHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """``feats`` (the neck's maps) -> raw ``[B, N, 5 + num_classes]``."""
+        return self.forward_pred(self.forward_tower(feats))
+
+    # -- the tower / prediction split (heads/base.py; CrossKD feeds a student's towers to a teacher's predictors)
+    def forward_tower(self, feats: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """``{"reg": [B, channels, h, w] per level, "cls": likewise}``: the two towers' outputs."""
+        maps = [feats[level] for level in self.levels]
+        return {"reg": [self.reg_convs(x) for x in maps], "cls": [self.cls_convs(x) for x in maps]}
+
+    def forward_pred(self, tower: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+        """The prediction convs on the towers' maps -> raw ``[B, N, 5 + num_classes]``, level by level."""
         outs = []
-        for level in self.levels:
-            x = feats[level]
-            reg = self.reg_out(self.reg_convs(x))                # [B, 5, h, w]
-            cls = self.cls_out(self.cls_convs(x))                # [B, C, h, w]
-            out = torch.cat([reg, cls], dim=1)
-            outs.append(out.flatten(2).transpose(1, 2))          # [B, h*w, 5 + C]
+        for reg_feat, cls_feat in zip(tower["reg"], tower["cls"]):
+            out = torch.cat([self.reg_out(reg_feat), self.cls_out(cls_feat)], dim=1)   # [B, 5 + C, h, w]
+            outs.append(out.flatten(2).transpose(1, 2))                                # [B, h*w, 5 + C]
         return torch.cat(outs, dim=1)
+
+    def tower_channels(self) -> dict[str, int]:
+        return {"reg": self.reg_out.in_channels, "cls": self.cls_out.in_channels}
 
     # -- geometry -----------------------------------------------------------------------------
     def points(self, img_hw: tuple[int, int], device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,18 @@ class SegHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """``feats`` (the neck's maps) -> logits ``[B, num_classes, H/out_stride, W/out_stride]``."""
-        return self.classifier(self.dropout(fuse_branches(feats, self.levels, self.branches)))
+        return self.forward_pred(self.forward_tower(feats))
+
+    # -- the tower / prediction split (heads/base.py): the fused map, then the 1x1 classifier
+    def forward_tower(self, feats: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """``{"fused": [the fused map [B, channels, H/out_stride, W/out_stride]]}`` (after dropout)."""
+        return {"fused": [self.dropout(fuse_branches(feats, self.levels, self.branches))]}
+
+    def forward_pred(self, tower: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+        return self.classifier(tower["fused"][0])
+
+    def tower_channels(self) -> dict[str, int]:
+        return {"fused": self.classifier.in_channels}
 
     def loss(self, raw: torch.Tensor, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Cross-entropy over pixels (``ignore_index`` excluded), logits upsampled to the label size."""
