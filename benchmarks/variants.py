@@ -12,6 +12,7 @@ from mtkd.config import Config
 KD_CONFIG = "configs/demo/student_kd.py"
 SPECIALISTS_CONFIG = "configs/demo/student_kd_specialists.py"  # its model.teachers: the specialist teachers
 WEIGHTINGS = {"unc": "UncertaintyWeighting", "dwa": "DWA"}  # suffix: learned model.task_weighting.type
+METHODS = {"kd+ls": "kd_ls", "dkd_cwd": "dkd_cwd", "crosskd": "crosskd"}  # variant: configs/demo/student_<name>.py
 REFERENCE = "teacher"  # the row every distilled variant's "gap closed" is measured against
 ASSEMBLED = "specialists"  # the row of a variant's several one-task teachers, each on the task it teaches
 
@@ -46,7 +47,9 @@ def build_variants() -> dict[str, Variant]:
     one_teacher = {"model.teacher_checkpoint": "teacher"}
     kd = Variant(KD_CONFIG, one_teacher)
     variants = {"teacher": Variant("configs/demo/teacher.py"), "scratch": Variant("configs/demo/student_scratch.py"),
-                "kd": kd, "kd+feat": Variant("configs/demo/student_kd_feat.py", one_teacher), **weighted("kd", kd)}
+                "kd": kd, "kd+feat": Variant("configs/demo/student_kd_feat.py", one_teacher), **weighted("kd", kd),
+                # issue #17: the field's stronger losses on the same teacher (configs/demo/student_<method>.py)
+                **{name: Variant(f"configs/demo/student_{config}.py", one_teacher) for name, config in METHODS.items()}}
     specialists = specialist_teachers()
     variants.update({name: Variant(config) for name, config in specialists.values()})
     kd_spec = Variant(SPECIALISTS_CONFIG, {key: name for key, (name, _) in specialists.items()})

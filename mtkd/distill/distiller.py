@@ -187,8 +187,10 @@ class Distiller(nn.Module):
             with torch.set_grad_enabled(torch.is_grad_enabled() and soft_weight > 0):
                 soft = self._soft_loss(task, student_out, teacher_out[self.task_teacher[task]][task], target)
         # only terms with a non-zero weight: 0 * (a NaN hard loss) must not poison the sum; a task with
-        # neither still yields an exact zero attached to its head's output, so DDP sees every parameter used
-        total = student_out[task].float().sum() * 0.0 if hard_weight == 0 and soft_weight == 0 else zero
+        # neither, or a CrossKD task without labels (its soft loss skips the student's predictors), still
+        # yields an exact zero attached to its head's output, so DDP sees every parameter used
+        unreached = hard_weight == 0 and (soft_weight == 0 or task in self.cross_head_tasks)
+        total = student_out[task].float().sum() * 0.0 if unreached else zero
         if hard_weight > 0:
             total = total + hard_weight * hard
         if soft_weight > 0:
