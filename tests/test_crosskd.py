@@ -7,11 +7,10 @@ import torch
 
 import mtkd.distill  # noqa: F401  (registers the losses)
 import mtkd.models  # noqa: F401
-from mtkd.checkpoint import save_checkpoint
 from mtkd.models.heads.base import has_split
 from mtkd.registry import MODELS
 from mtkd.structures import TOWERS_KEY
-from tests.test_distiller import NUM_CLASSES, STUDENT, TASKS, build, make_batch, model_cfg
+from tests.test_distiller import NUM_CLASSES, STUDENT, TASKS, build, make_batch, model_cfg, save_teacher
 
 WIDE_TEACHER = model_cfg(channels=(16, 24, 32, 32), fpn=24)
 WIDE_TEACHER["heads"]["det"]["channels"] = 16   # tower widths 16 (det) and 12 (seg) vs the student's 8 and 8
@@ -22,12 +21,7 @@ CROSS_TASKS = dict(TASKS, det=dict(alpha=0.5, loss=dict(type="CrossKDLoss", loss
 
 @pytest.fixture(scope="module")
 def wide_teacher_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    teacher = MODELS.build(WIDE_TEACHER, num_classes=dict(NUM_CLASSES))
-    path = tmp_path_factory.mktemp("wide_teacher") / "teacher.pth"
-    save_checkpoint({"state_dict": teacher.state_dict(), "model_config": WIDE_TEACHER,
-                     "num_classes": dict(NUM_CLASSES), "config": {}}, path)
-    return path
+    return save_teacher(WIDE_TEACHER, tmp_path_factory.mktemp("wide_teacher") / "teacher.pth")
 
 
 def test_det_and_seg_heads_declare_a_split_that_composes_to_forward():
@@ -66,13 +60,8 @@ def test_cross_head_loss_is_the_inner_loss_on_the_teachers_predictors_of_the_ada
 
 def test_identical_towers_of_an_equal_width_teacher_give_zero_loss_through_identity_adapters(tmp_path):
     """Student = teacher (same config and weights): the cross-head prediction is the teacher's own."""
-    torch.manual_seed(0)
-    twin = MODELS.build(STUDENT, num_classes=dict(NUM_CLASSES))
-    path = tmp_path / "twin.pth"
-    save_checkpoint({"state_dict": twin.state_dict(), "model_config": STUDENT, "num_classes": dict(NUM_CLASSES),
-                     "config": {}}, path)
-    model = build(path, tasks=CROSS_TASKS)
-    model.student.load_state_dict(twin.state_dict())
+    model = build(save_teacher(STUDENT, tmp_path / "twin.pth"), tasks=CROSS_TASKS)
+    model.student.load_state_dict(model.teacher.state_dict())
     model.eval()
     assert all(isinstance(a, torch.nn.Identity) for a in model.soft_losses["det"].adapters.values())
     losses = model(make_batch())

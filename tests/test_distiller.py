@@ -35,19 +35,25 @@ STUDENT = model_cfg()
 TEACHER = model_cfg(channels=(16, 24, 32, 32), fpn=24)
 
 
+def save_teacher(config, path, warm_bn=False):
+    """Build ``config`` (seed 0, NUM_CLASSES) and save it as a teacher checkpoint at ``path``; ``warm_bn``
+    moves the BN statistics off their defaults first. Returns ``path``."""
+    torch.manual_seed(0)
+    teacher = MODELS.build(config, num_classes=dict(NUM_CLASSES))
+    if warm_bn:
+        teacher.train()
+        with torch.no_grad():
+            for _ in range(2):
+                teacher(torch.randn(2, 3, 32, 32))
+    save_checkpoint({"state_dict": teacher.state_dict(), "model_config": config,
+                     "num_classes": dict(NUM_CLASSES), "config": {}}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory):
     """A saved teacher checkpoint (random weights, BN stats moved off their defaults)."""
-    torch.manual_seed(0)
-    teacher = MODELS.build(TEACHER, num_classes=dict(NUM_CLASSES))
-    teacher.train()
-    with torch.no_grad():
-        for _ in range(2):
-            teacher(torch.randn(2, 3, 32, 32))
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pth"
-    save_checkpoint({"state_dict": teacher.state_dict(), "model_config": TEACHER,
-                     "num_classes": dict(NUM_CLASSES), "config": {}}, path)
-    return path
+    return save_teacher(TEACHER, tmp_path_factory.mktemp("teacher") / "teacher.pth", warm_bn=True)
 
 
 def make_batch(seed=1, size=32, tasks=("seg", "det", "cls")):
@@ -290,13 +296,8 @@ MULTI_LABEL = {"cls": {"multi_label": True}}
 @pytest.fixture(scope="module")
 def multi_label_teacher_ckpt(tmp_path_factory):
     """A teacher trained on multi-hot cls labels: its model_config carries head_args, as the engine saves it."""
-    torch.manual_seed(0)
-    config = dict(TEACHER, head_args=MULTI_LABEL)
-    teacher = MODELS.build(config, num_classes=dict(NUM_CLASSES))
-    path = tmp_path_factory.mktemp("multi_label_teacher") / "teacher.pth"
-    save_checkpoint({"state_dict": teacher.state_dict(), "model_config": config,
-                     "num_classes": dict(NUM_CLASSES), "config": {}}, path)
-    return path
+    return save_teacher(dict(TEACHER, head_args=MULTI_LABEL),
+                        tmp_path_factory.mktemp("multi_label_teacher") / "teacher.pth")
 
 
 def multi_hot_batch():
