@@ -55,6 +55,9 @@ class Distiller(nn.Module):
     may be left out. Every teacher teaches something, runs once per batch, and its heads for the tasks it
     teaches must fit the student's (class count, output signature): errors at build time name both.
 
+    A task whose soft loss is cross-head (``CrossKDLoss``, ``mtkd.distill.crosskd``) gets the student head's
+    towers instead of its raw output, with the teacher's head, whose prediction layers it runs them through.
+
     Partially labelled data: when a batch has no ground truth for a task, its hard loss is 0 and
     ``total = soft`` (the teacher is the only label there, at full weight rather than ``alpha``), so a
     multi-task student learns every task from data labelled for only some of them. A task with
