@@ -27,7 +27,10 @@ Variants besides the default four: ``kd+unc`` and ``kd+dwa`` (student_kd.py with
 weighting requires), one ``teacher_<task>`` per one-task specialist teacher of
 configs/demo/student_kd_specialists.py (its default checkpoint ``work_dirs/demo/teacher_<task>/best.pth``
 names the config, ``configs/demo/teacher_<task>.py``, and the variant), ``kd_spec`` (the student
-distilled from those specialists, each task from its own) and ``kd_spec+unc``, ``kd_spec+dwa``. The
+distilled from those specialists, each task from its own) and ``kd_spec+unc``, ``kd_spec+dwa``;
+``kd_mix`` (configs/demo/student_kd_mixed.py: specialists for seg, det and depth, the multi-task teacher
+for cls) and ``kd_mix+unc``, ``kd_mix+dwa``; ``kd+ls``, ``dkd_cwd``, ``crosskd`` (issue #17: logit
+standardization, DKD for cls and CWD for seg, CrossKD for det and seg, configs/demo/student_<name>.py). The
 tables add a ``specialists`` row: each task's metric from the specialist that teaches it (its "train
 min" is the specialists' sum), and the kd_spec rows' gap closed relative to it as well as to the
 multi-task teacher. Issue #16 (one multi-task teacher vs four specialists of its width, then fixed vs

@@ -1,6 +1,8 @@
-"""The runs benchmarks/quality.py can train: the multi-task teacher and its students, the one-task
-specialist teachers named by configs/demo/student_kd_specialists.py and theirs, each with learned task
-weightings (issue #16). A variant is a config, cfg-options, and the teacher variants it is distilled from."""
+"""The runs benchmarks/quality.py can train: the multi-task teacher and its students (output KD, with feature
+KD, with the stronger losses of issue #17), the one-task specialist teachers named by
+configs/demo/student_kd_specialists.py and theirs, the mixed set of configs/demo/student_kd_mixed.py, each
+with learned task weightings (issue #16). A variant is a config, cfg-options, and the teacher variants it
+is distilled from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +13,7 @@ from mtkd.config import Config
 
 KD_CONFIG = "configs/demo/student_kd.py"
 SPECIALISTS_CONFIG = "configs/demo/student_kd_specialists.py"  # its model.teachers: the specialist teachers
+MIXED_CONFIG = "configs/demo/student_kd_mixed.py"  # specialists for seg, det, depth; the multi-task teacher for cls
 WEIGHTINGS = {"unc": "UncertaintyWeighting", "dwa": "DWA"}  # suffix: learned model.task_weighting.type
 METHODS = {"kd+ls": "kd_ls", "dkd_cwd": "dkd_cwd", "crosskd": "crosskd"}  # variant: configs/demo/student_<name>.py
 REFERENCE = "teacher"  # the row every distilled variant's "gap closed" is measured against
@@ -54,6 +57,8 @@ def build_variants() -> dict[str, Variant]:
     variants.update({name: Variant(config) for name, config in specialists.values()})
     kd_spec = Variant(SPECIALISTS_CONFIG, {key: name for key, (name, _) in specialists.items()})
     variants.update({"kd_spec": kd_spec, **weighted("kd_spec", kd_spec)})
+    kd_mix = Variant(MIXED_CONFIG, {key: name for key, (name, _) in specialist_teachers(MIXED_CONFIG).items()})
+    variants.update({"kd_mix": kd_mix, **weighted("kd_mix", kd_mix)})
     return variants
 
 

@@ -103,12 +103,15 @@ def test_quality_variants_name_their_teachers_configs_and_weightings():
     assert spec.teachers == {f"model.teachers.{t}_t.checkpoint": f"teacher_{t}" for t in SPEC_TASKS}
     assert quality.taught_by(spec) == {t: f"teacher_{t}" for t in SPEC_TASKS}
     assert quality.taught_by(variants["kd"]) == {t: "teacher" for t in SPEC_TASKS}
+    assert quality.taught_by(variants["kd_mix"]) == {**{t: f"teacher_{t}" for t in SPEC_TASKS}, "cls": "teacher"}
+    assert {v.config for n, v in variants.items() if n in ("kd+ls", "dkd_cwd", "crosskd")} == {
+        "configs/demo/student_kd_ls.py", "configs/demo/student_dkd_cwd.py", "configs/demo/student_crosskd.py"}
     assert quality.teacher_variants() == {"teacher", *[f"teacher_{t}" for t in SPEC_TASKS]}
     for name, variant in variants.items():
         cfg = Config.fromfile(REPO / variant.config).to_dict()
         assert ablations.option_errors(cfg, [f"{key}=x" for key in variant.teachers]) == [], name
         assert all(teacher in variants and not variants[teacher].teachers for teacher in variant.teachers.values())
-    for base in ("kd", "kd_spec"):
+    for base in ("kd", "kd_spec", "kd_mix"):
         for suffix, kind in (("unc", "UncertaintyWeighting"), ("dwa", "DWA")):
             learned = variants[f"{base}+{suffix}"]
             assert learned._replace(options=()) == variants[base]
