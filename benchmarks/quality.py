@@ -57,7 +57,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, RESULTS_DIR, ROOT, check_data,  # noqa: E402
-                               markdown_table, mean_std, primary_metrics, train_and_test, write_results)
+                               finished, markdown_table, mean_std, primary_metrics, train_and_test, write_results)
 from mtkd.config import Config  # noqa: E402
 
 from benchmarks.variants import (ASSEMBLED, DEFAULT_VARIANTS, KD_CONFIG, REFERENCE,  # noqa: E402,F401
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--work-dir)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "quality.json"), help="JSON results file")
     parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs of the selection that have finished (e.g. runs "
+                             "trained by several concurrent invocations, some still going) and list the others")
     return parser
 
 
@@ -107,7 +110,8 @@ def run_all(args: argparse.Namespace) -> dict:
     """``{variant: {seed: {"val", "test", "seconds"[, "teacher_seed"]}}}``, teachers before their students.
 
     A teacher variant's runs are keyed by the teacher seeds; a teacher seed shared by several student
-    seeds is trained once.
+    seeds is trained once. With ``--report-only`` a run that has not finished is left out and its work dir
+    added to ``args.missing``.
     """
     teachers, names = teacher_variants(), needed(args.variants)
     runs: dict = {name: {} for name in names}
@@ -116,17 +120,22 @@ def run_all(args: argparse.Namespace) -> dict:
             runs[name][teacher_seed] = run_variant(args, name, teacher_seed)
         for name in (n for n in names if n not in teachers):
             runs[name][seed] = run_variant(args, name, seed, teacher_seed)
-    return {name: by_seed for name, by_seed in runs.items() if by_seed}
+    return {name: {s: r for s, r in by_seed.items() if r is not None} for name, by_seed in runs.items()
+            if any(r is not None for r in by_seed.values())}
 
 
-def run_variant(args: argparse.Namespace, name: str, seed: int, teacher_seed: int | None = None) -> dict:
-    """Train and test one variant at ``seed``, distilled from its teachers' runs at ``teacher_seed``."""
+def run_variant(args: argparse.Namespace, name: str, seed: int, teacher_seed: int | None = None) -> dict | None:
+    """Train and test one variant at ``seed``, distilled from its teachers' runs at ``teacher_seed`` (None:
+    ``--report-only`` and the run has not finished)."""
     work, variant = Path(args.work_dir), VARIANTS[name]
     options = [f"train_cfg.max_epochs={args.epochs}", *variant.options, *args.cfg_options]
     options += list(args.teacher_options) if name in teacher_variants() else []
     options += [f"{key}={run_dir(work, teacher, teacher_seed) / 'best.pth'}"
                 for key, teacher in variant.teachers.items()]
     work_dir = run_dir(work, name, seed, teacher_seed if variant.teachers else None)
+    if getattr(args, "report_only", False) and not finished(work_dir):
+        args.missing = [*getattr(args, "missing", []), work_dir.as_posix()]
+        return None
     result = train_and_test(variant.config, work_dir, args.data, options, seed, args.force)
     return {**result, "teacher_seed": teacher_seed} if variant.teachers else result
 
@@ -380,7 +389,10 @@ def main(argv=None) -> int:
     check_data(parser, args.data)
     runs = run_all(args)
     protocol = {"seeds": args.seeds, "teacher_seeds": args.teacher_seeds, "epochs": args.epochs,
-                "teacher_seed_of": {str(s): t for s, t in teacher_seed_of(args).items()}}
+                "teacher_seed_of": {str(s): t for s, t in teacher_seed_of(args).items()},
+                "not_finished": getattr(args, "missing", [])}
+    if protocol["not_finished"]:
+        print("left out, not finished (--report-only): " + ", ".join(protocol["not_finished"]))
     summary = summarize(runs)
     print("\n" + format_summary(summary, runs, protocol))
     payload = {"protocol": protocol, "summary": summary, "val_summary": summarize(runs, "val"),

@@ -412,6 +412,17 @@ def test_quality_and_ablation_runs_end_to_end(tmp_path, tiny_synthetic, monkeypa
     assert stats[row]["det/mAP"] == stats["teacher"]["det/mAP"]
     comparison = results["summary"]["comparisons"]["kd_spec+unc"]
     assert comparison["own_teachers"] == row and set(comparison["per_task"]) == set(primary.values())
+    # --report-only trains nothing: seed 1 has no runs yet (not even its teacher), so they are listed and left out
+    out = tmp_path / "report.json"
+    assert quality.main(["--seeds", "0", "1", "--variants", "scratch", "kd", "--report-only", "--data",
+                         str(tiny_synthetic), "--work-dir", str(work), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())["results"]
+    left_out = [(work / f"{name}_s1").as_posix() for name in ("teacher", "scratch", "kd")]
+    assert report["protocol"]["not_finished"] == left_out
+    assert not (work / "scratch_s1").exists() and not (work / "kd_s1").exists()
+    assert {name: list(by_seed) for name, by_seed in report["runs"].items()} == {
+        "teacher": ["0"], "scratch": ["0"], "kd": ["0"]}
+    assert report["runs"]["kd"]["0"]["test"]["det/mAP"] == saved["det/mAP"]
     out = tmp_path / "ablations.json"
     assert ablations.main(["--groups", "det_kd", "--data", str(tiny_synthetic), "--quality-dir", str(work),
                            "--work-dir", str(tmp_path / "abl"), "--out", str(out), "--epochs", "1",
