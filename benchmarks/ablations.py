@@ -4,7 +4,7 @@
                                    [--groups alpha det_alpha temperature per_task ...] [--seeds 0] [--epochs 12]
 
 The experiments are data, not code: ``groups`` of the --groups-file (a config file read with
-``Config.fromfile``) maps each group to its variants, each the default recipe of configs/demo/student_kd.py
+``Config.fromfile``) maps each group to its variants, each the plain output-KD recipe of configs/demo/student_kd_plain.py
 with one thing changed through --cfg-options (or another config's, e.g. the feature-KD one). The
 ``per_task`` group is made here from the KD config's ``model.tasks``: scratch, each task's KD alone, all
 tasks. Every option must name a key its config has (checked before anything trains). Each variant is
@@ -26,11 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (BENCH_DATA, BENCH_NUM_TEST, RESULTS_DIR, ROOT, check_data,  # noqa: E402
                                markdown_table, mean_std, quality_keys, train_and_test, write_results)
 from mtkd.config import Config, ConfigError  # noqa: E402
+from benchmarks.variants import METHODS  # noqa: E402
 
-KD_CONFIG = "configs/demo/student_kd.py"
+KD_CONFIG = "configs/demo/student_kd_plain.py"
 TEACHER_CONFIG = "configs/demo/teacher.py"
 SCRATCH_CONFIG = "configs/demo/student_scratch.py"
-QUALITY_RUNS = {KD_CONFIG: "kd", "configs/demo/student_kd_feat.py": "kd_feat"}  # quality.py's runs, reused as is
+# quality.py's runs (config: run-dir prefix), reused as is: the plain recipe, + feature KD, issue #17's methods
+QUALITY_RUNS = {KD_CONFIG: "kd", "configs/demo/student_kd_feat.py": "kd_feat",
+                **{f"configs/demo/student_{config}.py": name.replace("+", "_") for name, config in METHODS.items()}}
 GROUPS_FILE = "configs/ablations/demo_recipe.py"
 
 Variant = tuple[str, list[str]] | None  # (config, cfg-options on top of it), or None: the scratch student

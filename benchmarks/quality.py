@@ -5,7 +5,8 @@ r"""Does distillation pay? Teachers vs student from scratch vs distilled student
                                  [--work-dir work_dirs/bench/quality]
 
 Trains, per seed, each of --variants (default: the CPU demo teacher, the demo student from scratch, the
-student distilled on all its tasks' outputs, configs/demo/student_kd.py, and the same plus feature KD,
+student distilled on all its tasks' outputs with their plain losses, configs/demo/student_kd_plain.py
+(the recipe before issue #17), and the same plus feature KD,
 configs/demo/student_kd_feat.py). A distilled variant is distilled from the teacher runs it names (see
 ``VARIANTS``), which are trained first whenever a selected variant needs them: by default each student
 from the teachers of its own seed; ``--teacher-seeds 0`` trains one teacher set (seed 0) and distils the
@@ -22,7 +23,7 @@ Finished runs are reused (best.pth and the log's closing line are there) unless 
 too, unless the split they were measured on has another size now or they name no primary metrics. A run
 killed mid-training is moved to <run>.unfinished and redone.
 
-Variants besides the default four: ``kd+unc`` and ``kd+dwa`` (student_kd.py with
+Variants besides the default four: ``kd+unc`` and ``kd+dwa`` (student_kd_plain.py with
 ``model.task_weighting.type`` UncertaintyWeighting / DWA; every task's ratio there is 1, as a learned
 weighting requires), one ``teacher_<task>`` per one-task specialist teacher of
 configs/demo/student_kd_specialists.py (its default checkpoint ``work_dirs/demo/teacher_<task>/best.pth``
@@ -30,7 +31,9 @@ names the config, ``configs/demo/teacher_<task>.py``, and the variant), ``kd_spe
 distilled from those specialists, each task from its own) and ``kd_spec+unc``, ``kd_spec+dwa``;
 ``kd_mix`` (configs/demo/student_kd_mixed.py: specialists for seg, det and depth, the multi-task teacher
 for cls) and ``kd_mix+unc``, ``kd_mix+dwa``; ``kd+ls``, ``dkd_cwd``, ``crosskd`` (issue #17: logit
-standardization, DKD for cls and CWD for seg, CrossKD for det and seg, configs/demo/student_<name>.py). The
+standardization, DKD for cls and CWD for seg, CrossKD for det and seg, configs/demo/student_<name>.py),
+``kd_best`` (the demo's default, configs/demo/student_kd.py: the best of those per task, chosen on val)
+and ``kd_best+feat`` (the same plus PKD feature KD, configs/demo/student_kd_best_feat.py). The
 tables add a ``specialists`` row: each task's metric from the specialist that teaches it (its "train
 min" is the specialists' sum), and the kd_spec rows' gap closed relative to it as well as to the
 multi-task teacher. Issue #16 (one multi-task teacher vs four specialists of its width, then fixed vs
@@ -39,6 +42,11 @@ finished runs are reused):
 
     python benchmarks/quality.py --seeds 0 1 2 --variants teacher scratch kd kd_spec kd_spec+unc kd_spec+dwa \
         --out benchmarks/results/teachers.json --work-dir work_dirs/bench/teachers [--teacher-seeds 0]
+
+Issue #17 (the stronger losses side by side, then their best combination with and without feature KD):
+
+    python benchmarks/quality.py --seeds 0 1 2 --teacher-seeds 0 --variants teacher scratch kd kd+ls dkd_cwd \
+        crosskd kd_best kd_best+feat --out benchmarks/results/stronger_kd.json --work-dir work_dirs/bench/kd17
 
 CPU time, from README "Results" (2-core CPU, 3-task models: teacher ~7.7 min, student ~7.4 min a run at
 12 epochs; the 4-task models are 26% larger, so expect more). Per seed: the multi-task teacher and four

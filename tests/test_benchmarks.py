@@ -106,6 +106,13 @@ def test_quality_variants_name_their_teachers_configs_and_weightings():
     assert quality.taught_by(variants["kd_mix"]) == {**{t: f"teacher_{t}" for t in SPEC_TASKS}, "cls": "teacher"}
     assert {v.config for n, v in variants.items() if n in ("kd+ls", "dkd_cwd", "crosskd")} == {
         "configs/demo/student_kd_ls.py", "configs/demo/student_dkd_cwd.py", "configs/demo/student_crosskd.py"}
+    assert (variants["kd"].config, variants["kd_best"].config) == ("configs/demo/student_kd_plain.py",
+                                                                   "configs/demo/student_kd.py")
+    best, best_feat = (Config.fromfile(REPO / variants[n].config).model for n in ("kd_best", "kd_best+feat"))
+    assert best.tasks == best_feat.tasks and not best.get("feature_kd") and len(best_feat.feature_kd) == 4
+    for name in ("kd", "kd+ls", "dkd_cwd", "crosskd"):  # ablations.py reuses these runs of quality.py's work dir
+        prefix = ablations.QUALITY_RUNS[variants[name].config]
+        assert quality.run_dir(Path("w"), name, 0).name == f"{prefix}_s0"
     assert quality.teacher_variants() == {"teacher", *[f"teacher_{t}" for t in SPEC_TASKS]}
     for name, variant in variants.items():
         cfg = Config.fromfile(REPO / variant.config).to_dict()
@@ -549,7 +556,7 @@ def test_plots_write_curves_and_predictions(tmp_path, tiny_synthetic):
     pytest.importorskip("matplotlib")
     from PIL import Image
     for name, config in (("teacher", "configs/demo/teacher.py"), ("scratch", "configs/demo/student_scratch.py"),
-                         ("kd", "configs/demo/student_kd.py")):
+                         ("kd", "configs/demo/student_kd_plain.py")):
         _fake_run(tmp_path / f"{name}_s0", config, tiny_synthetic)
     data = plots.curves(tmp_path, "scratch")
     assert list(data) == ["train/seg/ce", "train/det/box", "train/det/obj", "train/det/cls", "train/cls/ce",
@@ -576,7 +583,7 @@ def test_predictions_draw_ground_truth_and_each_task_through_the_drawers(tmp_pat
     from mtkd import visualization
 
     for name, config in (("teacher", "configs/demo/teacher.py"), ("scratch", "configs/demo/student_scratch.py"),
-                         ("kd", "configs/demo/student_kd.py")):
+                         ("kd", "configs/demo/student_kd_plain.py")):
         _fake_run(tmp_path / f"{name}_s0", config, tiny_synthetic)
     drawn: list[tuple[str, str]] = []
     drawers = visualization.build_drawers(Config.fromfile(REPO / "configs/demo/teacher.py").drawers,

@@ -239,9 +239,9 @@ def test_specialist_configs_have_one_head_and_the_kd_config_teaches_each_task_fr
         paths[task] = save_teacher(tmp_path / f"{task}.pth", model, seed, synthetic)
     kd = Config.fromfile(REPO / "configs/demo/student_kd_specialists.py")
     check_config_keys(kd)
-    base = Config.fromfile(REPO / "configs/demo/student_kd.py").model.tasks.to_dict()
+    base = Config.fromfile(REPO / "configs/demo/student_kd_plain.py").model.tasks.to_dict()
     for task, cfg in kd.model.tasks.to_dict().items():
-        assert cfg.pop("teacher") == f"{task}_t" and cfg == base[task]   # same alphas and losses as student_kd.py
+        assert cfg.pop("teacher") == f"{task}_t" and cfg == base[task]   # same alphas and losses as student_kd_plain.py
     assert {n: s["checkpoint"] for n, s in kd.model.teachers.items()} == {
         f"{t}_t": f"work_dirs/demo/teacher_{t}/best.pth" for t in paths}
     kd.merge_from_dict({f"model.teachers.{t}_t.checkpoint": str(p) for t, p in paths.items()})

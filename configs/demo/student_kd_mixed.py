@@ -1,7 +1,7 @@
 # CPU demo: each task taught by the better of its teachers on this data (benchmarks/quality.py, README
 # "Several teachers"): the one-task specialists for seg, det and depth, and the multi-task teacher for cls,
 # whose specialist alone does not learn the image label (configs/demo/teacher_cls.py stays near chance).
-# Same alphas, ratios and soft losses as student_kd.py.
+# Same alphas, ratios and soft losses as student_kd_plain.py.
 #   python tools/train.py configs/demo/teacher.py --work-dir work_dirs/demo/teacher
 #   python tools/train.py configs/demo/teacher_seg.py --work-dir work_dirs/demo/teacher_seg    # and det, depth
 #   python tools/train.py configs/demo/student_kd_mixed.py --work-dir work_dirs/demo/student_kd_mixed
