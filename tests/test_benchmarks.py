@@ -612,3 +612,42 @@ def _recorded(method, kind: str, drawn: list):
         finally:
             self._drawing = nested
     return wrapper
+
+
+def _logged_run(folder: Path, config: str, records: list[dict]) -> None:
+    folder.mkdir()
+    Config.fromfile(REPO / config).dump(folder / "config.py")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_loss_scales_reads_each_task_hard_and_soft_and_the_soft_share(tmp_path, capsys):
+    from benchmarks import loss_scales
+
+    _logged_run(tmp_path / "scratch_s0", "configs/demo/student_scratch.py", [{"epoch": 1, "train/seg/ce": 1.0}])
+    for seed, soft in ((0, 0.2), (1, 0.4)):
+        _logged_run(tmp_path / f"kd_s{seed}", "configs/demo/student_kd_plain.py", [
+            {"epoch": 1, "train/seg/hard": 9.0, "train/seg/soft": 9.0},
+            {"epoch": 2, "train/seg/hard": 1.0, "train/seg/soft": soft, "train/det/hard": 4.0, "train/det/soft": 1.0,
+             "train/feat/0": None}])
+    _logged_run(tmp_path / "kd_feat_s1_t0", "configs/demo/student_kd_feat.py", [
+        {"epoch": 3, "train/cls/hard": 2.0, "train/cls/soft": 0.5, "train/feat/0": 0.25, "train/feat/3": 0.5}])
+    out = tmp_path / "scales.json"
+    assert loss_scales.main(["--work-dir", str(tmp_path), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())["results"]["runs"]
+    assert list(summary) == ["kd", "kd_feat"]  # the scratch run has no soft loss
+    kd = summary["kd"]
+    assert kd["seeds"] == [0, 1] and kd["epoch"] == [2] and kd["feature_kd"] is None
+    shares = [0.9 * s / (0.1 * 1.0 + 0.9 * s) for s in (0.2, 0.4)]  # seg alpha 0.9 in student_kd_plain.py
+    assert kd["seg"]["soft"] == pytest.approx([0.3, math.sqrt(0.02)])
+    assert kd["seg"]["soft_share"][0] == pytest.approx(sum(shares) / 2) and kd["seg"]["alpha"] == 0.9
+    assert kd["det"]["soft_share"][0] == pytest.approx(0.5 * 1.0 / (0.5 * 4.0 + 0.5 * 1.0))  # det alpha 0.5
+    assert "cls" not in kd and summary["kd_feat"]["feature_kd"] == [0.75, 0.0]
+    assert "| kd | 2 | 2 | 1.000 / 0.300 (" in capsys.readouterr().out
+    assert loss_scales.main(["--work-dir", str(tmp_path), "--runs", "kd", "--epoch", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["results"]["runs"]["kd"]["seg"]["soft"] == [9.0, 0.0]
+    with pytest.raises(SystemExit):
+        loss_scales.main(["--work-dir", str(tmp_path), "--runs", "kd_ls", "--out", str(out)])
+    assert "no distilled run named kd_ls" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        loss_scales.main(["--work-dir", str(tmp_path), "--runs", "kd_feat", "--epoch", "1", "--out", str(out)])
+    assert "no epoch 1 (epochs 3-3)" in capsys.readouterr().err
