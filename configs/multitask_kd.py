@@ -16,15 +16,19 @@ model = dict(
     student=_base_.model,                            # MobileNetV3-Large + 64-ch FPN, det strides 8/16/32
     teacher_checkpoint="work_dirs/teacher/best.pth",  # trained by configs/teacher.py (ResNet-50 + FPN)
     teacher=None,                                    # None = rebuild from the checkpoint's own model_config
+    # seg, det (class term) and cls: logit standardization at T=1 (Sun et al., CVPR 2024), the demo's default
+    # (configs/demo/student_kd.py), chosen there on the val split (README, Results, "Stronger distillation
+    # losses"); not re-tuned at this size. standardize=False gives each loss's plain form.
     tasks=dict(
         seg=dict(alpha=0.5, ratio=1.0,               # pixelwise KL over kept (non-ignore) pixels
-                 loss=dict(type="PixelwiseKLLoss", temperature=2.0)),
+                 loss=dict(type="PixelwiseKLLoss", temperature=1.0, standardize=True)),
         det=dict(alpha=0.5, ratio=1.0,               # output MSE, weighted by teacher objectness
                  loss=dict(type="DetOutputMSELoss", box=1.0, obj=1.0, cls=1.0, objectness_weighted=True,
-                           probabilities=True,  # obj/cls as probabilities, as in the paper
-                           normalize="teacher_objectness")),  # sums / teacher's object count, like the hard loss
+                           probabilities=True,  # box and obj as probabilities, as in the paper
+                           normalize="teacher_objectness",  # sums / teacher's object count, like the hard loss
+                           standardize=True, temperature=1.0)),  # classes: T^2 * KL of standardized logits
         cls=dict(alpha=0.7, ratio=0.5,               # Hinton KD on the image-level logits
-                 loss=dict(type="LogitKDLoss", temperature=2.0)),
+                 loss=dict(type="LogitKDLoss", temperature=1.0, standardize=True)),
         depth=dict(alpha=0.5, ratio=1.0,             # L1 between log-depth maps (a relative error per pixel)
                    loss=dict(type="DepthKDLoss", mode="l1")),
     ),
