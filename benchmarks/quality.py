@@ -32,8 +32,9 @@ distilled from those specialists, each task from its own) and ``kd_spec+unc``, `
 ``kd_mix`` (configs/demo/student_kd_mixed.py: specialists for seg, det and depth, the multi-task teacher
 for cls) and ``kd_mix+unc``, ``kd_mix+dwa``; ``kd+ls``, ``dkd_cwd``, ``crosskd`` (issue #17: logit
 standardization, DKD for cls and CWD for seg, CrossKD for det and seg, configs/demo/student_<name>.py),
-``kd_best`` (the demo's default, configs/demo/student_kd.py: the best of those per task, chosen on val)
-and ``kd_best+feat`` (the same plus PKD feature KD, configs/demo/student_kd_best_feat.py). The
+``kd_best`` (the best output-KD combination on val, configs/demo/student_kd_ls_t1.py: logit
+standardization at T=1) and ``kd_best+feat`` (the same plus PKD feature KD: the demo's default,
+configs/demo/student_kd.py). The
 tables add a ``specialists`` row: each task's metric from the specialist that teaches it (its "train
 min" is the specialists' sum), and the kd_spec rows' gap closed relative to it as well as to the
 multi-task teacher. Issue #16 (one multi-task teacher vs four specialists of its width, then fixed vs

@@ -12,7 +12,8 @@ from benchmarks.common import ROOT
 from mtkd.config import Config
 
 KD_CONFIG = "configs/demo/student_kd_plain.py"  # output KD, each task's plain loss (the recipe before #17)
-BEST_CONFIG = "configs/demo/student_kd.py"  # the demo's default: the best combination of issue #17, chosen on val
+BEST_CONFIG = "configs/demo/student_kd_ls_t1.py"  # the best output-KD combination of issue #17, chosen on val
+DEFAULT_KD_CONFIG = "configs/demo/student_kd.py"  # the demo's default: the same plus PKD feature KD
 SPECIALISTS_CONFIG = "configs/demo/student_kd_specialists.py"  # its model.teachers: the specialist teachers
 MIXED_CONFIG = "configs/demo/student_kd_mixed.py"  # specialists for seg, det, depth; the multi-task teacher for cls
 WEIGHTINGS = {"unc": "UncertaintyWeighting", "dwa": "DWA"}  # suffix: learned model.task_weighting.type
@@ -55,7 +56,7 @@ def build_variants() -> dict[str, Variant]:
                 # issue #17: the field's stronger losses on the same teacher (configs/demo/student_<method>.py)
                 **{name: Variant(f"configs/demo/student_{config}.py", one_teacher) for name, config in METHODS.items()},
                 "kd_best": Variant(BEST_CONFIG, one_teacher),
-                "kd_best+feat": Variant("configs/demo/student_kd_best_feat.py", one_teacher)}
+                "kd_best+feat": Variant(DEFAULT_KD_CONFIG, one_teacher)}
     specialists = specialist_teachers()
     variants.update({name: Variant(config) for name, config in specialists.values()})
     kd_spec = Variant(SPECIALISTS_CONFIG, {key: name for key, (name, _) in specialists.items()})

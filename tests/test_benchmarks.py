@@ -106,8 +106,8 @@ def test_quality_variants_name_their_teachers_configs_and_weightings():
     assert quality.taught_by(variants["kd_mix"]) == {**{t: f"teacher_{t}" for t in SPEC_TASKS}, "cls": "teacher"}
     assert {v.config for n, v in variants.items() if n in ("kd+ls", "dkd_cwd", "crosskd")} == {
         "configs/demo/student_kd_ls.py", "configs/demo/student_dkd_cwd.py", "configs/demo/student_crosskd.py"}
-    assert (variants["kd"].config, variants["kd_best"].config) == ("configs/demo/student_kd_plain.py",
-                                                                   "configs/demo/student_kd.py")
+    assert (variants["kd"].config, variants["kd_best+feat"].config) == ("configs/demo/student_kd_plain.py",
+                                                                        "configs/demo/student_kd.py")
     best, best_feat = (Config.fromfile(REPO / variants[n].config).model for n in ("kd_best", "kd_best+feat"))
     assert best.tasks == best_feat.tasks and not best.get("feature_kd") and len(best_feat.feature_kd) == 4
     for name in ("kd", "kd+ls", "dkd_cwd", "crosskd"):  # ablations.py reuses these runs of quality.py's work dir

@@ -345,7 +345,7 @@ def test_single_and_multi_label_heads_cannot_be_distilled_into_each_other(teache
     *[(f"configs/demo/{name}.py", "configs/demo/teacher.py", {"seg": 4, "det": 3, "cls": 5},
        ("seg", "det", "cls", "depth"), 4)
       for name in ("student_kd", "student_kd_plain", "student_kd_ls", "student_dkd_cwd", "student_crosskd",
-                   "student_kd_ls_crosskd", "student_kd_best_feat")],
+                   "student_kd_ls_crosskd", "student_kd_ls_t1")],
 ])
 def test_kd_configs_build_from_their_teacher_config_and_run(tmp_path, kd_config, teacher_config, num_classes, tasks,
                                                             size_ratio):
