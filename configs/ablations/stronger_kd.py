@@ -1,6 +1,7 @@
 # Settings of the stronger distillation losses (issue #17), chosen on the val split before the test-split
 # benchmark (benchmarks/quality.py --variants ... kd+ls dkd_cwd crosskd ...) reads them:
 #   python benchmarks/ablations.py --groups-file configs/ablations/stronger_kd.py --seeds 0 \
+#       --quality-dir work_dirs/bench/kd17 --work-dir work_dirs/bench/ablations_kd17 \
 #       --out benchmarks/results/ablations_stronger_kd.json
 # Each variant is configs/demo/student_kd_plain.py (or the named config) with --cfg-options; every table compares
 # against its first row. See configs/ablations/demo_recipe.py for the format.
