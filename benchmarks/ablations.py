@@ -4,8 +4,9 @@
                                    [--groups alpha det_alpha temperature per_task ...] [--seeds 0] [--epochs 12]
 
 The experiments are data, not code: ``groups`` of the --groups-file (a config file read with
-``Config.fromfile``) maps each group to its variants, each the plain output-KD recipe of configs/demo/student_kd_plain.py
-with one thing changed through --cfg-options (or another config's, e.g. the feature-KD one). The
+``Config.fromfile``) maps each group to its variants, each the plain output-KD recipe of
+configs/demo/student_kd_plain.py with one thing changed through --cfg-options (or another config's, e.g.
+the feature-KD one). The
 ``per_task`` group is made here from the KD config's ``model.tasks``: scratch, each task's KD alone, all
 tasks. Every option must name a key its config has (checked before anything trains). Each variant is
 distilled from the teacher of the same seed that benchmarks/quality.py trains (trained here when
