@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/demo/student_kd_plain.py",
                         help="a Distiller config (default: the plain output-KD recipe, the cost of the teacher "
-                             "itself; configs/demo/student_kd.py adds the default recipe's cross-head passes)")
+                             "itself; configs/demo/student_kd.py adds the default recipe's feature-KD adapters and terms)")
     parser.add_argument("--teacher-config", default="configs/demo/teacher.py",
                         help="the config the teacher is trained with (its model is built with random weights)")
     parser.add_argument("--teacher-configs", nargs="+", metavar="CONFIG",
